@@ -1,0 +1,188 @@
+"""Score GenEval image folders: find samples, detect in batches, CLIP colours in one pass, verdicts.
+
+Reads the official layout (``NNNNN/metadata.jsonl`` + ``NNNNN/samples/<digits>.png``), written by this
+harness or by anyone else, and writes the official-compatible ``results.jsonl``. Scoring is a
+resumable stage: one record per image, keyed by (image sha256, prompt metadata, scorer fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.geneval.classes import CLASS_NAMES
+from benchmarks.geneval.rules import Options, color_requests, evaluate, filter_detections, validate_metadata
+from harness.datafiles import sha256_file
+from harness.errors import HarnessError
+from harness.runner import run_stage
+from harness.units import RecordLog, atomic_write_text, content_hash
+
+SAMPLE_NAME = re.compile(r"\d+\.png")  # the official evaluator's re.match: digits then ".png", prefix match
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to score and the prompt metadata it answers."""
+
+    path: Path
+    item_id: str
+    metadata: dict[str, Any] = field(compare=False)
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.item_id}/samples/{self.path.name}"
+
+
+@dataclass
+class Discovery:
+    """What was found in an image folder, including what was skipped and why (never silently)."""
+
+    samples: list[Sample]
+    skipped: list[str]
+
+
+def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> Discovery:
+    """Find prompt folders and PNG samples like the official evaluator, but report what it skips.
+
+    ``only`` restricts to these relative sample names (``NNNNN/samples/KKKK.png``).
+    """
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise HarnessError(f"--images {root}: no such folder")
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+        meta_path = folder / "metadata.jsonl"
+        if not meta_path.is_file():
+            raise HarnessError(f"{meta_path}: missing; each prompt folder needs its metadata.jsonl "
+                               "(one JSON object, the prompt's line of evaluation_metadata.jsonl)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            validate_metadata(meta, CLASS_NAMES, str(meta_path))
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{meta_path}: not one JSON object ({exc.msg}); write the prompt's metadata "
+                               "line there") from exc
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from exc
+        sample_dir = folder / "samples"
+        names = sorted(os.listdir(sample_dir)) if sample_dir.is_dir() else []
+        for name in names:
+            rel = f"{folder.name}/samples/{name}"
+            if not SAMPLE_NAME.match(name) or not (sample_dir / name).is_file():
+                skipped.append(rel)
+                continue
+            if only is not None and rel not in only:
+                continue
+            samples.append(Sample(sample_dir / name, folder.name, meta, sha256_file(sample_dir / name)))
+    if not samples:
+        raise HarnessError(
+            f"{root}: no samples found; expected NNNNN/metadata.jsonl and NNNNN/samples/0000.png "
+            "(the official GenEval layout; `harness run geneval` writes it)"
+        )
+    return Discovery(samples, skipped)
+
+
+def load_image(path: Path) -> Any:
+    """Open a sample as RGB like the official code (EXIF transpose); a clear error if it is not a PNG."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != PNG_SIGNATURE:
+        raise HarnessError(f"{path}: not a PNG file (the name says .png); re-save it as PNG or delete it and "
+                           "rerun `harness run` to regenerate it")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise HarnessError(f"{path}: corrupt PNG ({exc}); delete it and rerun `harness run` to regenerate it, "
+                           "or replace it") from exc
+
+
+class GenEvalScorer:
+    """Detector + CLIP colour classifier + the pure rules, for batches of samples."""
+
+    def __init__(self, detector: Any, colors: Any, options: Options = Options()):
+        self.detector = detector
+        self.colors = colors
+        self.options = options
+
+    @property
+    def label(self) -> str:
+        """``GenEval (official detector)``, ``GenEval-HF`` or the tiny label: never mixed in one number."""
+        return self.detector.label
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"detector": self.detector.fingerprint(), "colors": self.colors.fingerprint(),
+                "options": self.options.__dict__}
+
+    def scorer_hash(self) -> str:
+        return content_hash(self.fingerprint(), 12)
+
+    def unit_key(self, sample: Sample) -> str:
+        return content_hash({"image": sample.sha256, "metadata": sample.metadata, "scorer": self.scorer_hash()},
+                            24)
+
+    def score_batch(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
+        """One record per sample: verdict, reason and the filtered detections (official ``details``)."""
+        images = [load_image(s.path) for s in samples]
+        raw = self.detector.detect(images, min_score=self.options.min_score)
+        detected = [filter_detections(r, s.metadata["tag"], self.options) for r, s in zip(raw, samples, strict=True)]
+        jobs: list[tuple[int, int, int]] = []  # (sample, include clause, object)
+        crops = []
+        for i, (s, det) in enumerate(zip(samples, detected, strict=True)):
+            for clause, classname, objs in color_requests(s.metadata, det):
+                for j, obj in enumerate(objs):
+                    jobs.append((i, clause, j))
+                    crops.append((images[i], obj, classname))
+        found = self.colors.classify(crops)
+        colors: list[dict[int, list[str]]] = [{} for _ in samples]
+        for (i, clause, _), color in zip(jobs, found, strict=True):
+            colors[i].setdefault(clause, []).append(color)
+        records = []
+        for s, det, col in zip(samples, detected, colors, strict=True):
+            verdict = evaluate(s.metadata, det, col, self.options)
+            records.append({
+                "key": self.unit_key(s), "image": s.name, "item_id": s.item_id, "sha256": s.sha256,
+                "tag": s.metadata["tag"], "prompt": s.metadata["prompt"], "correct": verdict.correct,
+                "reason": verdict.reason, "metadata": s.metadata,
+                "details": {name: [d.box5() for d in dets] for name, dets in det.items()},
+                "colors": {str(k): v for k, v in col.items()},
+            })
+        return records
+
+
+def score_samples(
+    samples: Sequence[Sample],
+    scorer: GenEvalScorer,
+    records_dir: Path,
+    *,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Resumable scoring stage; returns the records of ``samples`` in sample order."""
+    ordered = sorted(samples, key=lambda s: s.name)
+    with RecordLog(records_dir, f"score-{scorer.scorer_hash()}") as log:
+        done = run_stage(ordered, key=scorer.unit_key, process=scorer.score_batch, log=log,
+                         batch_size=batch_size, progress=progress)
+    return [done[scorer.unit_key(s)] for s in ordered]
+
+
+def write_results(records: Sequence[dict[str, Any]], images_dir: Path, path: Path) -> None:
+    """The official ``results.jsonl``: filename, tag, prompt, correct, reason, metadata, details."""
+    lines = []
+    for r in records:
+        lines.append(json.dumps({
+            "filename": str(images_dir / r["image"]), "tag": r["tag"], "prompt": r["prompt"],
+            "correct": bool(r["correct"]), "reason": r["reason"], "metadata": json.dumps(r["metadata"]),
+            "details": json.dumps(r["details"]),
+        }, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + "\n")

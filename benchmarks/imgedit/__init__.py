@@ -1,0 +1,1 @@
+"""ImgEdit instruction-editing benchmark (issue 4; not implemented yet)."""

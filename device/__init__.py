@@ -1,0 +1,1 @@
+"""On-phone latency and memory sweeps over adb (issue 5; not implemented yet)."""

@@ -1,0 +1,6 @@
+"""`python -m harness` (and `accelerate launch -m harness`) entry point."""
+
+from harness.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

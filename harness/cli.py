@@ -1,0 +1,189 @@
+"""``harness`` command line: list, run, score. The only module that prints.
+
+Imports are lazy: ``harness --help`` and ``harness list ...`` never import torch. Errors caused by input
+(:class:`HarnessError`) are printed as one line and exit with status 2; work already recorded stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from harness import __version__
+from harness.errors import HarnessError
+
+LIST_GROUPS = ("models", "benchmarks", "judges", "detectors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; benchmark-specific options are added once the benchmark is known."""
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Evaluate small image models: GenEval (text-to-image), with more benchmarks to come.",
+    )
+    parser.add_argument("--version", action="version", version=f"dreamlite-harness {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_list = sub.add_parser("list", help="list registered models, benchmarks, judges or detectors")
+    p_list.add_argument("group", choices=LIST_GROUPS)
+    p_list.add_argument("--check", action="store_true", help="import each entry and report those that fail")
+
+    p_run = sub.add_parser("run", help="generate images with a model and score them (resumable)", add_help=False)
+    p_run.add_argument("benchmark", nargs="?", help="benchmark name (`harness list benchmarks`)")
+    p_score = sub.add_parser("score", help="score an existing image folder (resumable)", add_help=False)
+    p_score.add_argument("benchmark", nargs="?", help="benchmark name (`harness list benchmarks`)")
+    return parser
+
+
+def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"harness {command} {bench_name}")
+    common = p.add_argument_group("common")
+    if command == "run":
+        common.add_argument("--model", required=True, help="model name (`harness list models`)")
+        common.add_argument("--model-args", default="",
+                            help="key=value,...: weights (hub id or folder), dtype, device, steps, guidance, "
+                                 "resolution, ...")
+        common.add_argument("--out", default=None, help="run folder (default runs/<benchmark>/<model>-<id>)")
+        bench.add_run_arguments(p)
+    else:
+        common.add_argument("--images", required=True, help="image folder in the official layout")
+        common.add_argument("--out", default=None, help="where results.jsonl and summary.json go")
+        bench.add_scoring_arguments(p)
+    common.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+@contextmanager
+def tqdm_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr for one stage."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.registry import registry
+
+    reg = registry(args.group)
+    entries = reg.entries()
+    if not entries:
+        print(f"no {args.group} registered (plugins add them under entry-point group harness.{args.group})")
+        return 0
+    failures = 0
+    for e in entries:
+        origin = "built-in" if e.builtin else f"plugin from {e.distribution} {e.version}"
+        line = f"{e.name:<18} {e.target:<60} {origin}"
+        if args.check:
+            try:
+                reg.load(e.name)
+                line += "  ok"
+            except HarnessError as exc:
+                failures += 1
+                line += f"  FAILED: {exc}"
+        print(line)
+    return 1 if failures else 0
+
+
+def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
+    from harness.registry import registry
+
+    if not bench_name or bench_name.startswith("-"):
+        names = ", ".join(registry("benchmarks").names())
+        print(f"usage: harness {command} BENCHMARK [options]   (benchmarks: {names}; add --help for options)")
+        return 0 if bench_name in ("-h", "--help") or {"-h", "--help"} & set(rest) else 2
+    bench_entry = registry("benchmarks").entry(bench_name)
+    bench = registry("benchmarks").load(bench_name)()
+    args = _stage_parser(command, bench_name, bench).parse_args(list(rest))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from harness.store import Store
+
+    progress = _null_progress if args.no_progress else tqdm_progress
+    provenance: dict[str, Any] = {"benchmark": bench_entry.provenance()}
+    with Store(args.store) as store:
+        if command == "run":
+            model_entry = registry("models").entry(args.model)
+            from harness.models.base import parse_model_args
+
+            model = registry("models").load(args.model)(**parse_model_args(args.model_args))
+            provenance["model"] = model_entry.provenance()
+            outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress)
+        else:
+            outcome = bench.score(args, store=store, provenance=provenance, progress=progress)
+    if outcome.summary:
+        print(format_summary(outcome.summary))
+        print(f"\nresults: {outcome.out / 'results.jsonl'}\nsummary: {outcome.out / 'summary.json'}")
+        print(f"store:   {store.path} (run {outcome.run_id})")
+    else:
+        print(f"images: {outcome.out / 'images'} (not scored; `harness score {bench_name} --images ...`)")
+    return 0
+
+
+@contextmanager
+def _null_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The terminal table: one row per tag with score, 95% CI and counts, then the overall."""
+    lines = [f"{summary['label']} — {summary['benchmark']} ({summary['images']} images, "
+             f"{summary['prompts']} prompts)"]
+    lines.append(f"{'tag':<15}{'score':>8}  {'95% CI':<17}{'correct/images':>16}")
+    for tag, row in summary["tags"].items():
+        ci = row["ci95"]
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"{tag:<15}{row['score']:>8.3f}  {ci_text:<17}{row['correct_images']:>8}/{row['images']:<7}")
+    ci = summary.get("overall_ci95")
+    ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    lines.append(f"{'overall':<15}{summary['overall']:>8.3f}  {ci_text:<17}(unweighted mean of tags)")
+    if not summary.get("complete", True):
+        lines.append("note: not all six tags were run; the overall is not comparable to published GenEval")
+    if "tiny" in summary["label"] or summary.get("model", {}).get("adapter") == "tiny":
+        lines.append("note: random-weight tiny models — this score is meaningless; it only shows the harness works")
+    skipped = summary.get("skipped_files")
+    if skipped:
+        lines.append(f"note: {len(skipped)} file(s) in sample folders were not PNG samples and were skipped "
+                     f"(e.g. {skipped[0]}); see summary.json")
+    fewer = summary.get("prompts_with_fewer_images")
+    if fewer:
+        lines.append(f"note: {len(fewer)} prompt folder(s) have fewer images than the others (e.g. {fewer[0]})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "list":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return cmd_list(args)
+        if args.command in ("run", "score"):
+            return cmd_stage(args.command, args.benchmark, rest)
+        parser.print_help()
+        return 0
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

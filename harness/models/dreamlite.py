@@ -1,0 +1,188 @@
+"""DreamLite adapters over diffusers' ``DreamLitePipeline`` (28-step base) and ``DreamLiteMobilePipeline``
+(4-step, CFG distilled away).
+
+One unified model, two modes, chosen by the inputs: text-to-image lays the latent out as
+``(target | blank)`` and editing as ``(target | VAE-encoded source)`` along the width; the pipeline
+keeps the left half. Weights: hub ids ``carlofkl/DreamLite-base`` / ``carlofkl/DreamLite-mobile``
+(gated, ``diffusers`` branch) or any local folder written by ``save_pretrained``.
+
+After every load the adapter checks the pipeline's pinned template-prefix drop indices (34 tokens for
+generation, 64 for editing) against what its tokenizer actually produces: a mismatch would silently
+feed part of the system prompt to the UNet (or drop user tokens), so it fails loudly instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.errors import HarnessError
+from harness.models.base import (
+    ImageModel,
+    cpu_generators,
+    group_runs,
+    parse_resolution,
+    resolve_device,
+    resolve_dtype,
+)
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "weights": None,  # hub id or local folder
+    "revision": "diffusers",
+    "dtype": "auto",
+    "device": "auto",
+    "steps": 28,
+    "guidance": 3.5,
+    "image_guidance": 1.5,
+    "resolution": 1024,
+    "max_sequence_length": 200,
+    "cpu_offload": False,
+}
+
+
+def prompt_template_prefix_lengths(pipe: Any) -> dict[str, tuple[int, int]]:
+    """For ``generate`` and ``edit``: (prefix tokens the pipeline's tokenizer/processor produce for the
+    template with an empty prompt, drop index the pipeline uses). Equal pairs mean a correct setup."""
+    generate = pipe.tokenizer(pipe.prompt_template_encode_generate.format(""))["input_ids"]
+    out = {"generate": (_prefix_len(generate, pipe.tokenizer), pipe.prompt_template_encode_generate_start_idx)}
+    from PIL import Image
+
+    blank = Image.new("RGB", (512, 512))
+    edit = pipe.processor(text=[pipe.prompt_template_encode_edit.format("")], images=[blank])["input_ids"][0]
+    out["edit"] = (_prefix_len(list(edit), pipe.tokenizer), pipe.prompt_template_encode_edit_start_idx)
+    return out
+
+
+def _prefix_len(ids: Sequence[int], tokenizer: Any) -> int:
+    """Tokens before the user text: the template with an empty prompt ends with the 5-token suffix
+    ``<|im_end|>\\n<|im_start|>assistant\\n``, which is tokenized the same way for every prompt."""
+    suffix = tokenizer("<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    ids = list(ids)
+    if ids[len(ids) - len(suffix):] != list(suffix):
+        return len(ids)
+    return len(ids) - len(suffix)
+
+
+class DreamLite(ImageModel):
+    """Shared DreamLite adapter; :class:`DreamLiteBase` and :class:`DreamLiteMobile` pick the pipeline."""
+
+    name: ClassVar[str] = "dreamlite"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"generate", "edit"})
+    pipeline_class: ClassVar[str] = "DreamLitePipeline"
+    default_weights: ClassVar[str] = "carlofkl/DreamLite-base"
+    uses_cfg: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    unhashed_options: ClassVar[frozenset[str]] = frozenset({"device", "cpu_offload"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.options["weights"] is None:
+            self.options["weights"] = self.default_weights
+        self.pipe: Any = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = super().fingerprint()
+        fp["pipeline"] = self.pipeline_class
+        fp["dtype"] = str(resolve_dtype(self.options["dtype"], resolve_device(self.options["device"])))
+        if not self.uses_cfg:  # ignored by the mobile pipeline: they must not change the hash
+            fp.pop("guidance", None)
+            fp.pop("image_guidance", None)
+        return fp
+
+    def load(self) -> None:
+        import diffusers
+
+        device = resolve_device(self.options["device"])
+        dtype = resolve_dtype(self.options["dtype"], device)
+        weights = str(self.options["weights"])
+        local = Path(weights)
+        if local.exists():
+            if not (local / "model_index.json").is_file():
+                raise HarnessError(
+                    f"{local}: not a diffusers pipeline folder (no model_index.json); pass a folder written by "
+                    f"{self.pipeline_class}.save_pretrained() or a hub id such as {self.default_weights}"
+                )
+            revision = None
+        else:
+            revision = self.options["revision"]
+        cls = getattr(diffusers, self.pipeline_class)
+        try:
+            pipe = cls.from_pretrained(weights, revision=revision, dtype=dtype)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise HarnessError(
+                f"could not load {self.pipeline_class} from {weights!r}: {exc}. The hub weights are gated: "
+                "request access, then `hf auth login` (or set HF_TOKEN); offline, pass weights=LOCAL_FOLDER."
+            ) from exc
+        self.check_prompt_templates(pipe, weights)
+        if self.options["cpu_offload"]:
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+
+    @staticmethod
+    def check_prompt_templates(pipe: Any, source: str) -> None:
+        """Fail loudly when the tokenizer's template prefix differs from the pipeline's drop index."""
+        for mode, (actual, pinned) in prompt_template_prefix_lengths(pipe).items():
+            if actual != pinned:
+                raise HarnessError(
+                    f"{source}: the {mode} template prefix is {actual} tokens with this tokenizer, but the "
+                    f"pipeline drops {pinned}; the text conditioning would be wrong. Use the tokenizer/processor "
+                    "that ship with the DreamLite weights."
+                )
+
+    def _call_kwargs(self, sampler: dict[str, Any]) -> dict[str, Any]:
+        opts = {**self.options, **sampler}
+        width, height = parse_resolution(opts["resolution"])
+        kwargs = {"height": height, "width": width, "num_inference_steps": int(opts["steps"]),
+                  "max_sequence_length": int(opts["max_sequence_length"])}
+        if self.uses_cfg:
+            kwargs["guidance_scale"] = float(opts["guidance"])
+        return kwargs
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **sampler: Any) -> list[Any]:
+        """Text-to-image, ``(target | blank)`` in-context layout; one pipeline call per run of equal prompts."""
+        if len(prompts) != len(seeds):
+            raise ValueError("generate: one seed per prompt")
+        self.ensure_loaded()
+        kwargs = self._call_kwargs(sampler)
+        images: list[Any] = []
+        for start, end in group_runs(prompts):
+            out = self.pipe(prompt=prompts[start], num_images_per_prompt=end - start,
+                            generator=cpu_generators(seeds[start:end]), output_type="pil", **kwargs)
+            images.extend(out.images)
+        return images
+
+    def edit(self, images: Sequence[Any], instructions: Sequence[str], seeds: Sequence[int],
+             **sampler: Any) -> list[Any]:
+        """Instruction editing, ``(target | source)`` in-context layout; one call per (image, instruction)."""
+        if not len(images) == len(instructions) == len(seeds):
+            raise ValueError("edit: one image and one seed per instruction")
+        self.ensure_loaded()
+        kwargs = self._call_kwargs(sampler)
+        if self.uses_cfg:
+            kwargs["image_guidance_scale"] = float({**self.options, **sampler}["image_guidance"])
+        out_images = []
+        for image, instruction, seed in zip(images, instructions, seeds, strict=True):
+            out = self.pipe(prompt=instruction, image=image.convert("RGB"), generator=cpu_generators([seed]),
+                            output_type="pil", **kwargs)
+            out_images.append(out.images[0])
+        return out_images
+
+
+class DreamLiteBase(DreamLite):
+    """``dreamlite-base``: 28 steps, text CFG 3.5 (image CFG 1.5 for edits), 1024²."""
+
+    name: ClassVar[str] = "dreamlite-base"
+
+
+class DreamLiteMobile(DreamLite):
+    """``dreamlite-mobile``: the 4-step distilled model, one UNet forward per step, no CFG."""
+
+    name: ClassVar[str] = "dreamlite-mobile"
+    pipeline_class: ClassVar[str] = "DreamLiteMobilePipeline"
+    default_weights: ClassVar[str] = "carlofkl/DreamLite-mobile"
+    uses_cfg: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {**COMMON_DEFAULTS, "steps": 4, "guidance": None, "image_guidance": None}

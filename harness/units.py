@@ -1,0 +1,134 @@
+"""Work units keyed by content, per-process append-only record files, atomic file writes.
+
+A unit's key is the sha256 of its canonical JSON (benchmark, item, item content hash, sample index,
+seed, model+settings hash), never a process rank, so a run resumes with any number of processes: a
+unit is done exactly when a record with its key exists in any of the run's record files.
+
+Record files are JSON lines, one file per process and stage (``records/<stage>-<token>.jsonl``),
+flushed and fsynced after every batch. A line cut short by ``kill -9`` is ignored when reading (and
+its unit simply runs again); duplicates (the same unit recorded twice) keep the last record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, compact JSON: the hashed form."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(obj: Any, length: int = 16) -> str:
+    """Short hex sha256 of an object's canonical JSON."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One sample to produce: (benchmark, prompt/case id, sample index, seed, model+settings hash)."""
+
+    benchmark: str
+    item_id: str
+    item_sha: str
+    sample_index: int
+    seed: int
+    model_hash: str
+
+    @property
+    def key(self) -> str:
+        """Content key: identical for the same work whatever process or world size runs it."""
+        return content_hash(asdict(self), 24)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class RecordLog:
+    """Append-only JSON-lines records of one stage of one run, one file per writing process."""
+
+    def __init__(self, folder: str | os.PathLike, stage: str, token: str | None = None):
+        self.folder = Path(folder)
+        self.stage = stage
+        self.token = token or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._file = None
+
+    @property
+    def path(self) -> Path:
+        """This process's record file."""
+        return self.folder / f"{self.stage}-{self.token}.jsonl"
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records and make them durable (flush + fsync) before returning."""
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        for record in records:
+            self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RecordLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def files(self) -> list[Path]:
+        """All record files of this stage, from every process that ever ran it."""
+        return sorted(self.folder.glob(f"{self.stage}-*.jsonl"))
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Records of this stage from all files, by unit key (last record wins)."""
+        done: dict[str, dict[str, Any]] = {}
+        for path in self.files():
+            for record in iter_complete_lines(path):
+                done[record["key"]] = record
+        return done
+
+
+def iter_complete_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Parsed JSON objects of a JSONL file, skipping a final line cut short by a crash."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # partial last line from an interrupted write: its unit runs again
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "key" in record:
+                yield record
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """Split into consecutive chunks of ``size`` (the last may be shorter)."""
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    return [items[i : i + size] for i in range(0, len(items), size)]
