@@ -20,7 +20,7 @@ import importlib
 import logging
 import re
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -161,7 +161,7 @@ def _discover(group: str) -> dict[str, Entry]:
     return entries
 
 
-@lru_cache(maxsize=None)
+@cache
 def registry(group: str) -> Registry:
     """The registry of one group (``models``, ``benchmarks``, ``judges``, ``detectors``), discovered once."""
     if group not in GROUPS:

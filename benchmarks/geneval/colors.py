@@ -8,7 +8,10 @@ in one forward pass (the official code builds a 4-worker DataLoader per object g
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +72,10 @@ class ColorClassifier:
             _register_tiny_config()
             torch.manual_seed(seed)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.arch, pretrained=self.pretrained, device=self.device
-            )
+            with _quiet_random_init_warning(self.arch == TINY_ARCH):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.arch, pretrained=self.pretrained, device=self.device
+                )
         except (RuntimeError, OSError, ValueError) as exc:
             raise HarnessError(
                 f"--clip {spec}: could not load open_clip model {self.arch!r} with weights {self.pretrained!r} "
@@ -86,8 +90,6 @@ class ColorClassifier:
         return {"clip": self.arch, "pretrained": self.pretrained, "bgcolor": self.bgcolor, "crop": self.crop}
 
     def _autocast(self) -> Any:
-        import contextlib
-
         import torch
 
         if self.device.startswith("cuda"):
@@ -139,3 +141,25 @@ def _register_tiny_config() -> None:
         tmp.write_text(json.dumps(TINY_CONFIG))
         tmp.replace(path)
     open_clip.add_model_config(Path(folder))
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning(active: bool) -> Iterator[None]:
+    """open_clip warns that a model without weights is random: for the tiny CLIP that is the point."""
+    flt = _DropRandomInitWarning()
+    root = logging.getLogger()
+    if active:
+        root.addFilter(flt)
+        for handler in root.handlers:
+            handler.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+        for handler in root.handlers:
+            handler.removeFilter(flt)

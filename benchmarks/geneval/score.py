@@ -110,10 +110,10 @@ def load_image(path: Path) -> Any:
 class GenEvalScorer:
     """Detector + CLIP colour classifier + the pure rules, for batches of samples."""
 
-    def __init__(self, detector: Any, colors: Any, options: Options = Options()):
+    def __init__(self, detector: Any, colors: Any, options: Options | None = None):
         self.detector = detector
         self.colors = colors
-        self.options = options
+        self.options = options or Options()
 
     @property
     def label(self) -> str:

@@ -161,12 +161,10 @@ def parse_resolution(value: Any) -> tuple[int, int]:
         raise HarnessError(f"--model-args resolution={value!r}: use a number (1024) or WIDTHxHEIGHT") from None
 
 
-def group_runs(prompts: Sequence[str]) -> list[tuple[int, int]]:
-    """``(start, end)`` index ranges of consecutive equal prompts (one pipeline call each)."""
-    runs: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, len(prompts) + 1):
-        if i == len(prompts) or prompts[i] != prompts[start]:
-            runs.append((start, i))
-            start = i
-    return runs
+def quiet_hub_progress() -> None:
+    """Turn off the per-file "Loading weights" bars of diffusers/transformers (the CLI shows its own)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

@@ -21,8 +21,8 @@ from harness.errors import HarnessError
 from harness.models.base import (
     ImageModel,
     cpu_generators,
-    group_runs,
     parse_resolution,
+    quiet_hub_progress,
     resolve_device,
     resolve_dtype,
 )
@@ -41,27 +41,54 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The pipelines' mode names and the attribute names their `__init__` sets (diffusers 0.42).
+MODES: tuple[str, ...] = ("generate", "edit")
+TEMPLATE_ATTR = "prompt_template_encode_{mode}"
+DROP_INDEX_ATTR = "prompt_template_encode_{mode}_start_idx"
+_PROBE_PROMPT = "a photo of a cat"
+
+
+def _vision_start_token(processor: Any) -> str | None:
+    """The token that opens the image block in the edit template (kept, not dropped, by the pipeline)."""
+    token = getattr(processor, "vision_start_token", None)
+    if token is None:
+        token = getattr(getattr(processor, "tokenizer", None), "vision_start_token", None)
+    return token
+
+
 def prompt_template_prefix_lengths(pipe: Any) -> dict[str, tuple[int, int]]:
-    """For ``generate`` and ``edit``: (prefix tokens the pipeline's tokenizer/processor produce for the
-    template with an empty prompt, drop index the pipeline uses). Equal pairs mean a correct setup."""
-    generate = pipe.tokenizer(pipe.prompt_template_encode_generate.format(""))["input_ids"]
-    out = {"generate": (_prefix_len(generate, pipe.tokenizer), pipe.prompt_template_encode_generate_start_idx)}
-    from PIL import Image
+    """Return ``{mode: (tokenized template-prefix length, drop index the pipeline uses)}``, mode in MODES.
 
-    blank = Image.new("RGB", (512, 512))
-    edit = pipe.processor(text=[pipe.prompt_template_encode_edit.format("")], images=[blank])["input_ids"][0]
-    out["edit"] = (_prefix_len(list(edit), pipe.tokenizer), pipe.prompt_template_encode_edit_start_idx)
-    return out
-
-
-def _prefix_len(ids: Sequence[int], tokenizer: Any) -> int:
-    """Tokens before the user text: the template with an empty prompt ends with the 5-token suffix
-    ``<|im_end|>\\n<|im_start|>assistant\\n``, which is tokenized the same way for every prompt."""
-    suffix = tokenizer("<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
-    ids = list(ids)
-    if ids[len(ids) - len(suffix):] != list(suffix):
-        return len(ids)
-    return len(ids) - len(suffix)
+    The prefix is the template text before the user content (``{}``). In the edit template the image block
+    (``<|vision_start|><|image_pad|><|vision_end|>``) sits just before ``{}`` and the pipeline keeps it as
+    conditioning, so the edit prefix ends at the vision-start token. Generate prefixes are tokenized with
+    ``pipe.tokenizer`` and edit prefixes with ``pipe.processor.tokenizer``, as `encode_prompt` does. The
+    two numbers must be equal; otherwise the pipeline silently keeps part of the system prompt or drops user
+    tokens.
+    """
+    result: dict[str, tuple[int, int]] = {}
+    for mode in MODES:
+        template: str = getattr(pipe, TEMPLATE_ATTR.format(mode=mode))
+        drop_idx = int(getattr(pipe, DROP_INDEX_ATTR.format(mode=mode)))
+        prefix = template[: template.index("{}")]
+        if mode == "edit":
+            tokenizer = pipe.processor.tokenizer
+            vision_start = _vision_start_token(pipe.processor)
+            if vision_start and vision_start in prefix:
+                prefix = prefix[: prefix.index(vision_start)]
+        else:
+            tokenizer = pipe.tokenizer
+        prefix_ids = tokenizer(text=[prefix])["input_ids"][0]
+        # Count only the prefix tokens that survive unchanged in front of real user text, in case the
+        # tokenizer merges across the template/prompt boundary.
+        full_ids = tokenizer(text=[template.format(_PROBE_PROMPT)])["input_ids"][0]
+        kept = 0
+        for a, b in zip(prefix_ids, full_ids, strict=False):
+            if a != b:
+                break
+            kept += 1
+        result[mode] = (kept, drop_idx)
+    return result
 
 
 class DreamLite(ImageModel):
@@ -93,6 +120,7 @@ class DreamLite(ImageModel):
     def load(self) -> None:
         import diffusers
 
+        quiet_hub_progress()
         device = resolve_device(self.options["device"])
         dtype = resolve_dtype(self.options["dtype"], device)
         weights = str(self.options["weights"])
@@ -109,7 +137,7 @@ class DreamLite(ImageModel):
         cls = getattr(diffusers, self.pipeline_class)
         try:
             pipe = cls.from_pretrained(weights, revision=revision, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise HarnessError(
                 f"could not load {self.pipeline_class} from {weights!r}: {exc}. The hub weights are gated: "
                 "request access, then `hf auth login` (or set HF_TOKEN); offline, pass weights=LOCAL_FOLDER."
@@ -143,17 +171,18 @@ class DreamLite(ImageModel):
         return kwargs
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], **sampler: Any) -> list[Any]:
-        """Text-to-image, ``(target | blank)`` in-context layout; one pipeline call per run of equal prompts."""
+        """Text-to-image, ``(target | blank)`` in-context layout.
+
+        The DreamLite pipelines take one prompt and (in practice) one image per call: a list prompt is
+        rejected and ``num_images_per_prompt > 1`` fails in the base pipeline, so a batch is a loop, each
+        image with its own CPU generator.
+        """
         if len(prompts) != len(seeds):
             raise ValueError("generate: one seed per prompt")
         self.ensure_loaded()
         kwargs = self._call_kwargs(sampler)
-        images: list[Any] = []
-        for start, end in group_runs(prompts):
-            out = self.pipe(prompt=prompts[start], num_images_per_prompt=end - start,
-                            generator=cpu_generators(seeds[start:end]), output_type="pil", **kwargs)
-            images.extend(out.images)
-        return images
+        return [self.pipe(prompt=prompt, generator=cpu_generators([seed])[0], output_type="pil", **kwargs).images[0]
+                for prompt, seed in zip(prompts, seeds, strict=True)]
 
     def edit(self, images: Sequence[Any], instructions: Sequence[str], seeds: Sequence[int],
              **sampler: Any) -> list[Any]:
@@ -166,7 +195,7 @@ class DreamLite(ImageModel):
             kwargs["image_guidance_scale"] = float({**self.options, **sampler}["image_guidance"])
         out_images = []
         for image, instruction, seed in zip(images, instructions, seeds, strict=True):
-            out = self.pipe(prompt=instruction, image=image.convert("RGB"), generator=cpu_generators([seed]),
+            out = self.pipe(prompt=instruction, image=image.convert("RGB"), generator=cpu_generators([seed])[0],
                             output_type="pil", **kwargs)
             out_images.append(out.images[0])
         return out_images

@@ -27,7 +27,9 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from typing import Any
+from typing import Any, ClassVar
+
+from harness.models.dreamlite import COMMON_DEFAULTS, MODES, TEMPLATE_ATTR, DreamLite
 
 # Qwen2/Qwen3 special tokens, in Qwen's own id order (151643 ... 151656 in the real vocabulary).
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -47,10 +49,6 @@ QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|video_pad|>",
 )
 
-# The pipelines' mode names and the attribute names their `__init__` sets (diffusers 0.42).
-MODES: tuple[str, ...] = ("generate", "edit")
-TEMPLATE_ATTR = "prompt_template_encode_{mode}"
-DROP_INDEX_ATTR = "prompt_template_encode_{mode}_start_idx"
 
 # The user-prompt wrappers that `__call__` puts inside the templates (diffusers 0.42); training text only.
 _PROMPT_WRAPPERS: tuple[str, ...] = (
@@ -313,47 +311,60 @@ def build_tiny_dreamlite(folder: str | os.PathLike, *, mobile: bool = False, see
     return folder
 
 
-_PROBE_PROMPT = "a photo of a cat"
+TINY_VERSION = 1
 
 
-def _vision_start_token(processor: Any) -> str | None:
-    """The token that opens the image block in the edit template (kept, not dropped, by the pipeline)."""
-    token = getattr(processor, "vision_start_token", None)
-    if token is None:
-        token = getattr(getattr(processor, "tokenizer", None), "vision_start_token", None)
-    return token
+class TinyDreamLite(DreamLite):
+    """``tiny``: a unified DreamLite model of tiny random-weight components, built in code on first use.
 
-
-def prompt_template_prefix_lengths(pipe: Any) -> dict[str, tuple[int, int]]:
-    """Return ``{mode: (tokenized template-prefix length, drop index the pipeline uses)}``, mode in MODES.
-
-    The prefix is the template text before the user content (``{}``). In the edit template the image block
-    (``<|vision_start|><|image_pad|><|vision_end|>``) sits just before ``{}`` and the pipeline keeps it as
-    conditioning, so the edit prefix ends at the vision-start token. Generate prefixes are tokenized with
-    ``pipe.tokenizer`` and edit prefixes with ``pipe.processor.tokenizer``, as `encode_prompt` does. The
-    two numbers must be equal; otherwise the pipeline silently keeps part of the system prompt or drops user
-    tokens.
+    The components are saved to the harness cache and loaded back through the real
+    :class:`DreamLite` path (``from_pretrained`` + template-prefix check), so generation exercises the
+    ``(target | blank)`` layout and editing the ``(target | source)`` layout of the real pipelines.
+    Deterministic: the same seed and settings give byte-identical images. Its images mean nothing.
+    ``mobile=true`` uses ``DreamLiteMobilePipeline`` (no CFG) instead of ``DreamLitePipeline``.
     """
-    result: dict[str, tuple[int, int]] = {}
-    for mode in MODES:
-        template: str = getattr(pipe, TEMPLATE_ATTR.format(mode=mode))
-        drop_idx = int(getattr(pipe, DROP_INDEX_ATTR.format(mode=mode)))
-        prefix = template[: template.index("{}")]
-        if mode == "edit":
-            tokenizer = pipe.processor.tokenizer
-            vision_start = _vision_start_token(pipe.processor)
-            if vision_start and vision_start in prefix:
-                prefix = prefix[: prefix.index(vision_start)]
-        else:
-            tokenizer = pipe.tokenizer
-        prefix_ids = tokenizer(text=[prefix])["input_ids"][0]
-        # Count only the prefix tokens that survive unchanged in front of real user text, in case the
-        # tokenizer merges across the template/prompt boundary.
-        full_ids = tokenizer(text=[template.format(_PROBE_PROMPT)])["input_ids"][0]
-        kept = 0
-        for a, b in zip(prefix_ids, full_ids, strict=False):
-            if a != b:
-                break
-            kept += 1
-        result[mode] = (kept, drop_idx)
-    return result
+
+    name: ClassVar[str] = "tiny"
+    default_weights: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {
+        **COMMON_DEFAULTS, "steps": 2, "resolution": 64, "dtype": "float32", "device": "cpu", "seed": 0,
+        "mobile": False,
+    }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.options["mobile"]:
+            self.pipeline_class = "DreamLiteMobilePipeline"
+            self.uses_cfg = False
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = super().fingerprint()
+        fp.pop("weights", None)  # a cache path; the version and seed identify the weights
+        fp.pop("revision", None)
+        fp["tiny_version"] = TINY_VERSION
+        return fp
+
+    def load(self) -> None:
+        from harness.datafiles import cache_dir
+
+        if not self.options["weights"]:
+            variant = "mobile" if self.options["mobile"] else "base"
+            folder = cache_dir() / "tiny" / f"dreamlite-v{TINY_VERSION}-{variant}-seed{self.options['seed']}"
+            if not (folder / "model_index.json").is_file():
+                _build_atomically(folder, mobile=bool(self.options["mobile"]), seed=int(self.options["seed"]))
+            self.options["weights"] = str(folder)
+        super().load()
+
+
+def _build_atomically(folder: pathlib.Path, *, mobile: bool, seed: int) -> None:
+    """Build into a temp folder and rename, so concurrent processes never see half a model."""
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    build_tiny_dreamlite(tmp, mobile=mobile, seed=seed)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)

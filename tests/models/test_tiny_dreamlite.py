@@ -20,7 +20,8 @@ PIL_Image = pytest.importorskip("PIL.Image")
 if not hasattr(diffusers, "DreamLitePipeline"):
     pytest.skip("diffusers without DreamLite pipelines", allow_module_level=True)
 
-from harness.models.tiny import build_tiny_dreamlite, prompt_template_prefix_lengths  # noqa: E402
+from harness.models.dreamlite import prompt_template_prefix_lengths  # noqa: E402
+from harness.models.tiny import build_tiny_dreamlite  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

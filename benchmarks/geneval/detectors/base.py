@@ -92,7 +92,6 @@ def instance_postprocess(
     Pairs whose class prob is <= ``min_score`` are dropped before the (costly) mask work: their score
     (<= prob) can never pass a threshold >= ``min_score``.
     """
-    import torch
     import torch.nn.functional as F
 
     num_classes = class_logits.shape[-1] - 1

@@ -53,8 +53,10 @@ class HFMask2Former(Detector):
         return self.options["weights"]
 
     def _load(self, weights: str) -> Any:
+        import transformers
         from transformers import Mask2FormerForUniversalSegmentation
 
+        transformers.utils.logging.disable_progress_bar()
         local = Path(weights)
         if local.exists() and not (local / "config.json").is_file():
             raise HarnessError(f"{local}: not a transformers model folder (no config.json); pass a folder "
@@ -127,6 +129,7 @@ def build_tiny_mask2former(folder: str | Path, seed: int = 0) -> Path:
     import tempfile
 
     import torch
+    import transformers
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
     folder = Path(folder)
@@ -144,6 +147,7 @@ def build_tiny_mask2former(folder: str | Path, seed: int = 0) -> Path:
         model.class_predictor.weight.mul_(25.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    transformers.utils.logging.disable_progress_bar()
     model.save_pretrained(tmp)
     try:
         os.replace(tmp, folder)

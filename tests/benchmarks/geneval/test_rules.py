@@ -196,7 +196,7 @@ def test_exclude_counts_whole_filtered_list():
     ],
 )
 def test_validate_metadata_names_the_field(meta, message):
-    with pytest.raises(ValueError, match="f.jsonl line 3") as info:
+    with pytest.raises(ValueError, match=r"f\.jsonl line 3") as info:
         validate_metadata(meta, CLASS_NAMES, "f.jsonl line 3")
     assert message in str(info.value)
 
