@@ -126,7 +126,7 @@ class GenEval:
         for item in items:
             meta_path = images_dir / item.folder / "metadata.jsonl"
             if not meta_path.is_file():
-                atomic_write_text(meta_path, json.dumps(item.metadata))
+                atomic_write_text(meta_path, json.dumps(item.metadata), fsync=False)
         by_id = {item.folder: item for item in items}
         units = [WorkUnit(self.name, item.folder, item.sha256(), k, args.seed + k, model_hash)
                  for item in items for k in range(args.images_per_prompt)]
@@ -271,7 +271,7 @@ def _generate_batch(model: Any, batch: list[WorkUnit], items: dict[str, PromptIt
         image.save(buf, format="PNG")
         data = buf.getvalue()
         rel = f"images/{unit.item_id}/samples/{unit.sample_index:04d}.png"
-        atomic_write_bytes(images_dir.parent / rel, data)
+        atomic_write_bytes(images_dir.parent / rel, data, fsync=False)  # the record log is fsynced after
         records.append({"key": unit.key, "item_id": unit.item_id, "sample_index": unit.sample_index,
                         "seed": unit.seed, "image": rel, "sha256": _sha256(data), "seconds": seconds})
     return records

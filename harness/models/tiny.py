@@ -346,14 +346,23 @@ class TinyDreamLite(DreamLite):
 
     def load(self) -> None:
         from harness.datafiles import cache_dir
+        from harness.models.base import quiet_hub_progress
 
+        quiet_hub_progress()
         if not self.options["weights"]:
             variant = "mobile" if self.options["mobile"] else "base"
             folder = cache_dir() / "tiny" / f"dreamlite-v{TINY_VERSION}-{variant}-seed{self.options['seed']}"
             if not (folder / "model_index.json").is_file():
                 _build_atomically(folder, mobile=bool(self.options["mobile"]), seed=int(self.options["seed"]))
             self.options["weights"] = str(folder)
-        super().load()
+        import diffusers
+
+        level = diffusers.utils.logging.get_verbosity()
+        diffusers.utils.logging.set_verbosity_error()  # AutoencoderTiny's harmless unknown-config-key notice
+        try:
+            super().load()
+        finally:
+            diffusers.utils.logging.set_verbosity(level)
 
 
 def _build_atomically(folder: pathlib.Path, *, mobile: bool, seed: int) -> None:
