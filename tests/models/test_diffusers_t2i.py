@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import HarnessError
 from harness.models.base import parse_model_args
@@ -25,10 +26,6 @@ from harness.models.diffusers_t2i import (
     StableDiffusion15,
     StableDiffusionXL,
 )
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
 
 PROMPTS = ["a photo of a cat", "a red dog"]
 MERGES = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("r", "e"), ("re", "d</w>")]

@@ -13,15 +13,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-np = pytest.importorskip("numpy")
-PIL_Image = pytest.importorskip("PIL.Image")
-if not hasattr(diffusers, "DreamLitePipeline"):
-    pytest.skip("diffusers without DreamLite pipelines", allow_module_level=True)
+import diffusers
+import numpy as np
+import PIL.Image as PIL_Image
+import torch
 
-from harness.models.dreamlite import prompt_template_prefix_lengths  # noqa: E402
-from harness.models.tiny import build_tiny_dreamlite  # noqa: E402
+from harness.models.dreamlite import prompt_template_prefix_lengths
+from harness.models.tiny import build_tiny_dreamlite
 
 pytestmark = pytest.mark.slow
 
