@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from PIL import Image
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 
 class HFMask2Former(Detector):
@@ -144,7 +144,7 @@ def build_tiny_mask2former(folder: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = Mask2FormerForUniversalSegmentation(config).eval()
     with torch.no_grad():  # peaky class probabilities, so that random detections cross 0.3 now and then
-        model.class_predictor.weight.mul_(25.0)
+        model.class_predictor.weight.mul_(40.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     transformers.utils.logging.disable_progress_bar()
