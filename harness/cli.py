@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("benchmark", nargs="?", help="benchmark name (`harness list benchmarks`)")
     p_score = sub.add_parser("score", help="score an existing image folder (resumable)", add_help=False)
     p_score.add_argument("benchmark", nargs="?", help="benchmark name (`harness list benchmarks`)")
+
+    p_merge = sub.add_parser("merge", help="merge the record files of all processes/shards into the results")
+    p_merge.add_argument("out", help="the run (or scored image) folder")
+    p_merge.add_argument("--scorer", default=None, help="scorer hash (default: the most recent scoring)")
+    p_merge.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
     return parser
 
 
@@ -55,6 +60,9 @@ def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.Argumen
         common.add_argument("--out", default=None, help="where results.jsonl and summary.json go")
         bench.add_scoring_arguments(p)
     common.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+    common.add_argument("--shard", default=None,
+                        help="INDEX/COUNT: this job's share for independent jobs (Slurm arrays); finish with "
+                             "`harness merge OUT`. Under accelerate launch/torchrun the ranks split work by themselves")
     common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -106,9 +114,11 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from harness.distributed import current_shard
     from harness.store import Store
 
-    progress = _null_progress if args.no_progress else tqdm_progress
+    shard = current_shard(args.shard)
+    progress = _null_progress if args.no_progress or not shard.is_main else tqdm_progress
     provenance: dict[str, Any] = {"benchmark": bench_entry.provenance()}
     with Store(args.store) as store:
         if command == "run":
@@ -117,15 +127,48 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
 
             model = registry("models").load(args.model)(**parse_model_args(args.model_args))
             provenance["model"] = model_entry.provenance()
-            outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress)
+            outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress, shard=shard)
         else:
-            outcome = bench.score(args, store=store, provenance=provenance, progress=progress)
+            outcome = bench.score(args, store=store, provenance=provenance, progress=progress, shard=shard)
     if outcome.summary:
-        print(format_summary(outcome.summary))
-        print(f"\nresults: {outcome.out / 'results.jsonl'}\nsummary: {outcome.out / 'summary.json'}")
-        print(f"store:   {store.path} (run {outcome.run_id})")
+        print_outcome(outcome, store.path)
+    elif outcome.partial:
+        if shard.jobs > 1 and shard.is_main:
+            then = f"harness merge {outcome.out}"
+            if command == "run":
+                then = f"harness score {bench_name} --images {outcome.out / 'images'} [--shard I/N], then " + then
+            print(f"{shard.describe()} of {outcome.out} done; when every shard is done: {then}")
     else:
         print(f"images: {outcome.out / 'images'} (not scored; `harness score {bench_name} --images ...`)")
+    return 0
+
+
+def print_outcome(outcome: Any, store_path: Any) -> None:
+    """The results table and where everything is."""
+    print(format_summary(outcome.summary))
+    print(f"\nresults: {outcome.out / 'results.jsonl'}\nsummary: {outcome.out / 'summary.json'}")
+    print(f"store:   {store_path} (run {outcome.run_id})")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from harness.registry import registry
+    from harness.store import Store
+
+    out = Path(args.out)
+    manifests = sorted(out.glob("scoring-*.json")) or ([out / "run.json"] if (out / "run.json").is_file() else [])
+    if not manifests:
+        raise HarnessError(f"{out}: no run.json or scoring-*.json; pass a folder made by `harness run`/`score`")
+    name = json.loads(manifests[0].read_text()).get("benchmark") or json.loads(manifests[0].read_text())[
+        "config"]["benchmark"]
+    bench = registry("benchmarks").load(name)()
+    with Store(args.store) as store:
+        outcome = bench.merge(out, store, scorer_hash=args.scorer)
+    for path in outcome.repaired:
+        print(f"repaired {path}: dropped a line cut short by a crash (its unit was not counted)")
+    print_outcome(outcome, store.path)
     return 0
 
 
@@ -174,11 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command in ("run", "score"):
             return cmd_stage(args.command, args.benchmark, rest)
+        if args.command == "merge":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return cmd_merge(args)
         parser.print_help()
         return 0
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 3 if type(exc).__name__ == "IncompleteRun" else 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

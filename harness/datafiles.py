@@ -21,7 +21,8 @@ from harness.errors import HarnessError
 @dataclass(frozen=True)
 class DataFile:
     """A pinned upstream file: cache name, URL at a fixed commit, expected sha256, and the CLI flag
-    that supplies a local copy (named in error messages)."""
+    that supplies a local copy (named in error messages). ``sha256`` may be a prefix of at least 8 hex
+    digits where the publisher pins only that (OpenMMLab names checkpoints ``...-<sha256[:8]>.pth``)."""
 
     name: str
     url: str
@@ -43,6 +44,12 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def digest_matches(actual: str, expected: str) -> bool:
+    """Whether a full hex sha256 matches an expected digest or digest prefix (8+ hex digits)."""
+    expected = expected.lower()
+    return actual == expected or (8 <= len(expected) < 64 and actual.startswith(expected))
+
+
 def fetch(data: DataFile, local: str | os.PathLike | None = None, *, verify: bool = True) -> Path:
     """Return a verified path to ``data``: the local copy if given, else the cache, else download.
 
@@ -57,7 +64,7 @@ def fetch(data: DataFile, local: str | os.PathLike | None = None, *, verify: boo
             _check(path, data, f"the local copy given with {data.flag}")
         return path
     cached = cache_dir() / "data" / data.sha256[:16] / data.name
-    if cached.is_file() and sha256_file(cached) == data.sha256:
+    if cached.is_file() and digest_matches(sha256_file(cached), data.sha256):
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{data.name}.", suffix=".part")
@@ -79,7 +86,7 @@ def fetch(data: DataFile, local: str | os.PathLike | None = None, *, verify: boo
 
 def _check(path: Path, data: DataFile, what: str) -> None:
     actual = sha256_file(path)
-    if actual != data.sha256:
+    if not digest_matches(actual, data.sha256):
         raise HarnessError(
             f"{path}: sha256 mismatch for {what}: expected {data.sha256} ({data.name} at the pinned commit), "
             f"got {actual}. Re-download it, or pass the official file with {data.flag}."

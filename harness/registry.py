@@ -51,6 +51,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     "detectors": {
         "mask2former-hf": "benchmarks.geneval.detectors.hf_mask2former:HFMask2Former",
         "tiny": "benchmarks.geneval.detectors.hf_mask2former:TinyMask2Former",
+        "mask2former-official": "benchmarks.geneval.detectors.official:OfficialMask2Former",
+        "mmdet": "benchmarks.geneval.detectors.mmdet_backend:MMDetMask2Former",
     },
 }
 

@@ -5,13 +5,13 @@ the same members in an uninterrupted run, a resumed run, or on any shard: batche
 depend on batch composition) are then identical, and so are the images and the summary. A batch with
 any unit missing is run whole; only its missing records are appended.
 
-``shard=(index, count)`` keeps the batches whose first key hashes to ``index`` modulo ``count``: a fixed
-split for a given count that never depends on what is already done.
+``shard=(index, count)`` keeps the batches whose position in that plan is ``index`` modulo ``count``:
+a balanced split, fixed for a given count, that never depends on what is already done and needs no
+communication. Resuming with another count simply re-splits what is left.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,11 +19,6 @@ from harness.units import RecordLog, chunks
 
 U = TypeVar("U")
 Record = dict[str, Any]
-
-
-def shard_of(key: str, count: int) -> int:
-    """Deterministic shard index of a key."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
 
 
 def run_stage(
@@ -43,8 +38,8 @@ def run_stage(
     """
     done = log.read()
     index, count = shard
-    for batch in chunks(list(units), batch_size):
-        if count > 1 and shard_of(key(batch[0]), count) != index:
+    for position, batch in enumerate(chunks(list(units), batch_size)):
+        if position % count != index:
             continue
         keys = [key(u) for u in batch]
         if all(k in done for k in keys):

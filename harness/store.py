@@ -25,7 +25,8 @@ migration = MIGRATIONS.append
 
 @migration
 def m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _execute_all(
+        db,
         """
         CREATE TABLE runs (
             run_id TEXT PRIMARY KEY, benchmark TEXT NOT NULL, model TEXT, model_hash TEXT, out_dir TEXT,
@@ -52,6 +53,13 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _execute_all(db: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the current transaction (``executescript`` would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def default_store_path() -> Path:
     """``$HARNESS_STORE`` or ``runs/harness.db`` under the working directory."""
     return Path(os.environ.get("HARNESS_STORE", "runs/harness.db"))
@@ -70,13 +78,22 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
-        with self.db:
+        """Apply pending migrations under the write lock, so that concurrent processes (ranks) never race."""
+        self.db.isolation_level = None  # explicit transactions: DDL included
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
             applied = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
             for fn in MIGRATIONS:
                 if fn.__name__ not in applied:
                     fn(self.db)
                     self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self.db.isolation_level = ""
 
     def close(self) -> None:
         self.db.close()

@@ -132,6 +132,19 @@ def iter_complete_lines(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def repair_record_file(path: Path) -> bool:
+    """Drop a final line cut short by a crash (only that line); True if the file was changed.
+
+    Only for files no process is writing any more (``harness merge``): a live writer's last line can be
+    momentarily incomplete, which readers already tolerate.
+    """
+    data = Path(path).read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+    return True
+
+
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     """Split into consecutive chunks of ``size`` (the last may be shorter)."""
     if size < 1:

@@ -10,23 +10,33 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.geneval.prompts import PromptItem, load_prompts
 from benchmarks.geneval.rules import Options
-from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_samples, write_results
+from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_key, score_samples, write_results
 from harness import __version__
+from harness.distributed import Shard
 from harness.errors import HarnessError
 from harness.runner import run_stage
 from harness.store import Store
-from harness.units import RecordLog, WorkUnit, atomic_write_bytes, atomic_write_text, content_hash
+from harness.units import (
+    RecordLog,
+    WorkUnit,
+    atomic_write_bytes,
+    atomic_write_text,
+    content_hash,
+    repair_record_file,
+)
 
 Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+SINGLE = Shard()
 
 
 @contextmanager
@@ -37,12 +47,50 @@ def no_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
 
 @dataclass
 class Outcome:
-    """What a run or score produced: where, its run id, and the summary."""
+    """What a run, score or merge produced: where, its run id, and the summary (empty for a shard)."""
 
     out: Path
     run_id: str
     summary: dict[str, Any]
     generated: int = 0
+    partial: bool = False
+    repaired: list[str] = field(default_factory=list)
+
+
+class IncompleteRun(HarnessError):
+    """Units of a run are not recorded yet; ``names`` lists each of them."""
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = names
+
+
+@dataclass
+class RunPlan:
+    """A GenEval run's identity: folder, id, settings and prompts; its work units derive from these."""
+
+    out: Path
+    run_id: str
+    config: dict[str, Any]
+    items: list[PromptItem]
+
+    def units(self) -> list[WorkUnit]:
+        c = self.config
+        return [WorkUnit("geneval", item.folder, item.sha256(), k, c["seed"] + k, c["model_hash"])
+                for item in self.items for k in range(c["images_per_prompt"])]
+
+    @classmethod
+    def from_manifest(cls, out: Path) -> RunPlan:
+        """Rebuild the plan of an existing run from ``run.json`` and its per-prompt metadata files."""
+        manifest = json.loads((out / "run.json").read_text())
+        items = []
+        for index in manifest["config"]["prompts"]["indices"]:
+            path = out / "images" / f"{index:05d}" / "metadata.jsonl"
+            try:
+                items.append(PromptItem(index, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise HarnessError(f"{path}: unreadable ({exc}); it is written by `harness run`, rerun it") from exc
+        return cls(out, manifest["run_id"], manifest["config"], items)
 
 
 class GenEval:
@@ -98,9 +146,8 @@ class GenEval:
         colors = ColorClassifier(args.clip, device=args.device)
         return GenEvalScorer(detector, colors, parse_options(args.options))
 
-    def run(self, args: argparse.Namespace, model: Any, *, store: Store, provenance: dict[str, Any],
-            progress: Progress = no_progress) -> Outcome:
-        """Generate the selected prompts' images (resumable), then score them (resumable)."""
+    def plan(self, args: argparse.Namespace, model: Any) -> RunPlan:
+        """Prompts → work units, the run's identity and folder."""
         if "generate" not in model.capabilities:
             raise HarnessError(f"model {model.name!r} cannot generate images; GenEval needs text-to-image")
         if args.images_per_prompt < 1:
@@ -108,109 +155,191 @@ class GenEval:
         prompt_set = load_prompts(args.prompts, args.metadata)
         tags = [t.strip() for t in args.tags.split(",")] if args.tags else None
         items = prompt_set.select(tags, args.limit)
-        batch_size = args.batch_size or args.images_per_prompt
-        model_hash = model.model_hash()
         config = {
             "benchmark": self.name,
             "prompts": {"name": prompt_set.name, "sha256": prompt_set.sha256, "indices": [i.index for i in items]},
-            "images_per_prompt": args.images_per_prompt, "seed": args.seed, "batch_size": batch_size,
-            "model": model.fingerprint(), "model_hash": model_hash,
+            "images_per_prompt": args.images_per_prompt, "seed": args.seed,
+            "batch_size": args.batch_size or args.images_per_prompt,
+            "model": model.fingerprint(), "model_hash": model.model_hash(),
         }
         run_id = f"geneval-{content_hash(config, 12)}"
         out = Path(args.out) if args.out else Path("runs") / "geneval" / f"{model.name}-{run_id[8:16]}"
-        _open_manifest(out, run_id, config, provenance)
-        store.upsert_run(run_id, self.name, status="generating", model=model.name, model_hash=model_hash,
-                         out_dir=str(out), config=config, provenance=provenance, harness_version=__version__)
+        return RunPlan(out, run_id, config, items)
 
+    def run(self, args: argparse.Namespace, model: Any, *, store: Store, provenance: dict[str, Any],
+            progress: Progress = no_progress, shard: Shard = SINGLE) -> Outcome:
+        """Generate this shard's images (resumable), then score (resumable); rank 0 writes the results."""
+        plan = self.plan(args, model)
+        out, run_id, config = plan.out, plan.run_id, plan.config
+        _open_manifest(out, run_id, config, provenance)
+        if shard.finalizes:
+            store.upsert_run(run_id, self.name, status="generating", model=model.name,
+                             model_hash=config["model_hash"], out_dir=str(out), config=config,
+                             provenance=provenance, harness_version=__version__)
         images_dir = out / "images"
-        for item in items:
+        for item in plan.items:
             meta_path = images_dir / item.folder / "metadata.jsonl"
             if not meta_path.is_file():
                 atomic_write_text(meta_path, json.dumps(item.metadata), fsync=False)
-        by_id = {item.folder: item for item in items}
-        units = [WorkUnit(self.name, item.folder, item.sha256(), k, args.seed + k, model_hash)
-                 for item in items for k in range(args.images_per_prompt)]
+        by_id = {item.folder: item for item in plan.items}
+        units = plan.units()
 
         def generate(batch: list[WorkUnit]) -> list[dict[str, Any]]:
             return _generate_batch(model, batch, by_id, images_dir)
 
         records_dir = out / "records"
-        with RecordLog(records_dir, "generate") as log:
+        with RecordLog(records_dir, "generate", token=_token(shard)) as log:
             already = len(log.read())
             try:
-                with progress("generate", len(units)) as tick:
-                    done = run_stage(units, key=lambda u: u.key, process=generate, log=log,
-                                     batch_size=batch_size, progress=tick)
+                with progress("generate", -(-len(units) // shard.count)) as tick:
+                    run_stage(units, key=lambda u: u.key, process=generate, log=log,
+                              batch_size=config["batch_size"], shard=(shard.index, shard.count), progress=tick)
             finally:
                 store.add_samples(run_id, log.read().values())
-        generated = len(units) - min(already, len(units))
-        for unit in units:  # a record whose image vanished is a lost sample: regenerate, never score less
-            if not (out / done[unit.key]["image"]).is_file():
-                raise HarnessError(f"{out / done[unit.key]['image']}: image recorded but missing; delete "
-                                   f"{records_dir} entries or the run folder and rerun to regenerate it")
-        if args.no_score:
-            store.upsert_run(run_id, self.name, status="generated")
-            return Outcome(out, run_id, {}, generated)
-
-        samples = [Sample(out / done[u.key]["image"], u.item_id, by_id[u.item_id].metadata, done[u.key]["sha256"])
-                   for u in units]
-        summary = self._score(args, samples, out, images_dir, run_id, store, progress,
-                              extra={"prompt_set": config["prompts"] | {"indices": len(items)},
-                                     "model": config["model"], "expected_images": len(units)},
+        generated = max(len(units) - already, 0)
+        shard.barrier()
+        if shard.jobs > 1 or args.no_score:
+            if shard.finalizes:
+                store.upsert_run(run_id, self.name, status="generated")
+            return Outcome(out, run_id, {}, generated, partial=shard.jobs > 1)
+        samples = self._generated_samples(plan)
+        extra = {"prompt_set": config["prompts"] | {"indices": len(plan.items)}, "model": config["model"],
+                 "expected_images": len(units)}
+        outcome = self._score(args, samples, out, images_dir, run_id, store, progress, shard, extra=extra,
                               provenance=provenance)
-        return Outcome(out, run_id, summary, generated)
+        outcome.generated = generated
+        return outcome
+
+    def _generated_samples(self, plan: RunPlan) -> list[Sample]:
+        """The run's images from the generation records; names exactly the units that are missing."""
+        done = RecordLog(plan.out / "records", "generate").read()
+        missing = [u for u in plan.units() if u.key not in done or not (plan.out / done[u.key]["image"]).is_file()]
+        if missing:
+            names = [f"{u.item_id}/samples/{u.sample_index:04d}.png" for u in missing]
+            raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.units())} images not generated yet "
+                                f"({_listing(names)}); rerun the same `harness run` (any number of processes, "
+                                "or the missing --shard jobs) to generate them", names)
+        by_id = {item.folder: item for item in plan.items}
+        return [Sample(plan.out / done[u.key]["image"], u.item_id, by_id[u.item_id].metadata, done[u.key]["sha256"])
+                for u in plan.units()]
 
     def score(self, args: argparse.Namespace, *, store: Store, provenance: dict[str, Any],
-              progress: Progress = no_progress) -> Outcome:
+              progress: Progress = no_progress, shard: Shard = SINGLE) -> Outcome:
         """Score an existing image folder in the official layout (ours or anyone's)."""
         images_dir = Path(args.images)
-        found = discover(images_dir)
         parent_manifest = images_dir.parent / "run.json"
+        extra: dict[str, Any] = {}
         if images_dir.name == "images" and parent_manifest.is_file():
             out = Path(args.out) if args.out else images_dir.parent
-            run_id = json.loads(parent_manifest.read_text())["run_id"]
+            plan = RunPlan.from_manifest(images_dir.parent)
+            run_id = plan.run_id
+            samples = self._generated_samples(plan)  # all planned images, or an error naming the missing ones
+            extra = {"prompt_set": plan.config["prompts"] | {"indices": len(plan.items)},
+                     "model": plan.config["model"], "expected_images": len(samples)}
+            found = discover(images_dir)
+            if found.skipped:
+                extra["skipped_files"] = found.skipped
+            # the same summary as `harness run` would write: the run's own provenance (model included)
+            provenance = {**json.loads(parent_manifest.read_text()).get("provenance", {}), **provenance}
         else:
             out = Path(args.out) if args.out else images_dir
             run_id = f"geneval-score-{content_hash(str(images_dir.resolve()), 12)}"
-        store.upsert_run(run_id, self.name, status="scoring", model="external", out_dir=str(out),
-                         config={"images": str(images_dir.resolve())}, provenance=provenance,
-                         harness_version=__version__)
-        samples = [Sample(s.path, s.item_id, s.metadata, s.sha256) for s in found.samples]
-        counts: dict[str, int] = {}
-        for s in samples:
-            counts[s.item_id] = counts.get(s.item_id, 0) + 1
-        most = max(counts.values())
-        extra = {"skipped_files": found.skipped,
-                 "prompts_with_fewer_images": sorted(k for k, v in counts.items() if v < most)}
-        summary = self._score(args, samples, out, images_dir, run_id, store, progress, extra=extra,
-                              provenance=provenance)
-        return Outcome(out, run_id, summary)
+            found = discover(images_dir)
+            samples = found.samples
+            counts: dict[str, int] = {}
+            for sample in samples:
+                counts[sample.item_id] = counts.get(sample.item_id, 0) + 1
+            most = max(counts.values())
+            extra = {"skipped_files": found.skipped,
+                     "prompts_with_fewer_images": sorted(k for k, v in counts.items() if v < most)}
+        if shard.finalizes:
+            store.upsert_run(run_id, self.name, status="scoring", model="external", out_dir=str(out),
+                             config={"images": str(images_dir.resolve())}, provenance=provenance,
+                             harness_version=__version__)
+        return self._score(args, samples, out, images_dir, run_id, store, progress, shard, extra=extra,
+                           provenance=provenance)
 
     def _score(self, args: argparse.Namespace, samples: list[Sample], out: Path, images_dir: Path, run_id: str,
-               store: Store, progress: Progress, *, extra: dict[str, Any], provenance: dict[str, Any]
-               ) -> dict[str, Any]:
-        from benchmarks.geneval.summary import metric_rows, summarize
+               store: Store, progress: Progress, shard: Shard, *, extra: dict[str, Any],
+               provenance: dict[str, Any]) -> Outcome:
         from harness.registry import registry
 
         scorer = self.build_scorer(args)
         provenance = {**provenance, "detector": registry("detectors").entry(args.detector).provenance()}
-        store.upsert_run(run_id, self.name, status="scoring")
-        with progress("score", len(samples)) as tick:
+        manifest = {
+            "benchmark": self.name, "run_id": run_id, "label": scorer.label, "scorer": scorer.fingerprint(),
+            "scorer_hash": scorer.scorer_hash(), "provenance": provenance, "extra": extra,
+            "images_dir": os.path.relpath(images_dir, out), "score_batch_size": args.score_batch_size,
+            "samples": [[s.name, s.item_id, s.sha256] for s in sorted(samples, key=lambda s: s.name)],
+        }
+        manifest_path = out / f"scoring-{scorer.scorer_hash()}.json"
+        if not manifest_path.is_file():  # identical content from every rank; written once
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        if shard.finalizes:
+            store.upsert_run(run_id, self.name, status="scoring")
+        with progress("score", -(-len(samples) // shard.count)) as tick:
             try:
-                records = score_samples(samples, scorer, out / "records", batch_size=args.score_batch_size,
-                                        progress=tick)
+                score_samples(samples, scorer, out / "records", batch_size=args.score_batch_size,
+                              shard=(shard.index, shard.count), token=_token(shard), progress=tick)
             finally:
-                _ingest_scores(store, run_id, scorer, out / "records")
+                _ingest_scores(store, run_id, scorer.scorer_hash(), out / "records")
+        shard.barrier()
+        if not shard.finalizes:
+            return Outcome(out, run_id, {}, partial=True)
+        return Outcome(out, run_id, self.finalize(out, store, scorer_hash=scorer.scorer_hash()))
+
+    def finalize(self, out: Path, store: Store, *, scorer_hash: str | None = None) -> dict[str, Any]:
+        """Merge every process's score records into ``results.jsonl``, ``summary.json`` and the store.
+
+        Reads only files (the scoring manifest and the record files), so it runs on rank 0 at the end
+        of a launch or later as ``harness merge OUT``. Missing units are an :class:`IncompleteRun` error
+        that names each of them; nothing is written then.
+        """
+        from benchmarks.geneval.summary import metric_rows, summarize
+
+        manifest = _scoring_manifest(out, scorer_hash)
+        images_dir = Path(os.path.normpath(out / manifest["images_dir"]))
+        done = RecordLog(out / "records", f"score-{manifest['scorer_hash']}").read()
+        metadata: dict[str, dict[str, Any]] = {}
+        records, missing = [], []
+        for name, item_id, sha in manifest["samples"]:
+            if item_id not in metadata:
+                metadata[item_id] = json.loads((images_dir / item_id / "metadata.jsonl").read_text(encoding="utf-8"))
+            key = score_key(Sample(images_dir / name, item_id, metadata[item_id], sha), manifest["scorer_hash"])
+            if key in done:
+                records.append(done[key])
+            else:
+                missing.append(name)
+        if missing:
+            raise IncompleteRun(f"{out}: {len(missing)} of {len(manifest['samples'])} images not scored yet "
+                                f"({_listing(missing)}); rerun the scoring (`harness score geneval --images "
+                                f"{images_dir}`, any number of processes) to finish", missing)
         write_results(records, images_dir, out / "results.jsonl")
         summary = {
-            "benchmark": self.name, "label": scorer.label, "run_id": run_id,
-            "scorer": scorer.fingerprint(), "scorer_hash": scorer.scorer_hash(),
-            **summarize(records), **extra, "provenance": provenance, "harness_version": __version__,
+            "benchmark": self.name, "label": manifest["label"], "run_id": manifest["run_id"],
+            "scorer": manifest["scorer"], "scorer_hash": manifest["scorer_hash"],
+            **summarize(records), **manifest["extra"], "provenance": manifest["provenance"],
+            "harness_version": __version__,
         }
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        store.set_metrics(run_id, scorer.scorer_hash(), self.name, metric_rows(summary))
+        run_id = manifest["run_id"]
+        store.upsert_run(run_id, self.name, status="scoring")
+        store.add_scores(run_id, manifest["scorer_hash"], records)
+        store.set_metrics(run_id, manifest["scorer_hash"], self.name, metric_rows(summary))
         store.upsert_run(run_id, self.name, status="finished")
         return summary
+
+    def merge(self, out: Path, store: Store, *, scorer_hash: str | None = None) -> Outcome:
+        """``harness merge OUT``: repair cut-short record lines, check completeness, write the results."""
+        repaired = [str(p) for p in (out / "records").glob("*.jsonl") if repair_record_file(p)]
+        if (out / "run.json").is_file():
+            plan = RunPlan.from_manifest(out)
+            self._generated_samples(plan)
+            store.add_samples(plan.run_id, RecordLog(out / "records", "generate").read().values())
+        summary = self.finalize(out, store, scorer_hash=scorer_hash)
+        outcome = Outcome(out, summary["run_id"], summary)
+        outcome.repaired = repaired
+        return outcome
 
 
 def parse_options(text: str) -> Options:
@@ -257,6 +386,29 @@ def _environment() -> dict[str, Any]:
             "harness": __version__}
 
 
+def _token(shard: Shard) -> str | None:
+    """Record-file token: the shard index first, so each rank's file is recognisable."""
+    import uuid
+
+    return f"r{shard.index}of{shard.count}-{os.getpid()}-{uuid.uuid4().hex[:6]}" if shard.count > 1 else None
+
+
+def _listing(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "")
+
+
+def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:
+    """The scoring manifest of ``out`` (the one named, else the most recent)."""
+    paths = sorted(out.glob("scoring-*.json"), key=lambda p: p.stat().st_mtime)
+    if scorer_hash:
+        paths = [p for p in paths if p.stem == f"scoring-{scorer_hash}"]
+    if not paths:
+        raise HarnessError(f"{out}: no scoring manifest (scoring-*.json){' for ' + scorer_hash if scorer_hash else ''}"
+                           "; score first with `harness score geneval --images ...` or `harness run`")
+    return json.loads(paths[-1].read_text())
+
+
 def _generate_batch(model: Any, batch: list[WorkUnit], items: dict[str, PromptItem],
                     images_dir: Path) -> list[dict[str, Any]]:
     prompts = [items[u.item_id].prompt for u in batch]
@@ -283,6 +435,5 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _ingest_scores(store: Store, run_id: str, scorer: GenEvalScorer, records_dir: Path) -> None:
-    log = RecordLog(records_dir, f"score-{scorer.scorer_hash()}")
-    store.add_scores(run_id, scorer.scorer_hash(), log.read().values())
+def _ingest_scores(store: Store, run_id: str, scorer_hash: str, records_dir: Path) -> None:
+    store.add_scores(run_id, scorer_hash, RecordLog(records_dir, f"score-{scorer_hash}").read().values())

@@ -107,6 +107,11 @@ def load_image(path: Path) -> Any:
                            "or replace it") from exc
 
 
+def score_key(sample: Sample, scorer_hash: str) -> str:
+    """Key of one scoring unit: the image's bytes, its prompt metadata and the scorer's fingerprint."""
+    return content_hash({"image": sample.sha256, "metadata": sample.metadata, "scorer": scorer_hash}, 24)
+
+
 class GenEvalScorer:
     """Detector + CLIP colour classifier + the pure rules, for batches of samples."""
 
@@ -128,8 +133,7 @@ class GenEvalScorer:
         return content_hash(self.fingerprint(), 12)
 
     def unit_key(self, sample: Sample) -> str:
-        return content_hash({"image": sample.sha256, "metadata": sample.metadata, "scorer": self.scorer_hash()},
-                            24)
+        return score_key(sample, self.scorer_hash())
 
     def score_batch(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """One record per sample: verdict, reason and the filtered detections (official ``details``)."""
@@ -166,14 +170,15 @@ def score_samples(
     records_dir: Path,
     *,
     batch_size: int,
+    shard: tuple[int, int] = (0, 1),
+    token: str | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Resumable scoring stage; returns the records of ``samples`` in sample order."""
+) -> None:
+    """Resumable scoring stage over this shard's batches of the (sorted) samples; records go to disk."""
     ordered = sorted(samples, key=lambda s: s.name)
-    with RecordLog(records_dir, f"score-{scorer.scorer_hash()}") as log:
-        done = run_stage(ordered, key=scorer.unit_key, process=scorer.score_batch, log=log,
-                         batch_size=batch_size, progress=progress)
-    return [done[scorer.unit_key(s)] for s in ordered]
+    with RecordLog(records_dir, f"score-{scorer.scorer_hash()}", token=token) as log:
+        run_stage(ordered, key=scorer.unit_key, process=scorer.score_batch, log=log, batch_size=batch_size,
+                  shard=shard, progress=progress)
 
 
 def write_results(records: Sequence[dict[str, Any]], images_dir: Path, path: Path) -> None:

@@ -122,12 +122,14 @@ def cpu_generators(seeds: Sequence[int]) -> list[Any]:
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto`` → ``cuda`` if available, else ``mps``, else ``cpu``."""
+    """``auto`` → this process's GPU (``cuda:LOCAL_RANK`` under a launcher) if any, else ``mps``, else ``cpu``."""
+    import os
+
     import torch
 
     if device in (None, "auto"):
         if torch.cuda.is_available():
-            return "cuda"
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"

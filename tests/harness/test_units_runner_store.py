@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.runner import run_stage, shard_of
+from harness.runner import run_stage
 from harness.store import Store
 from harness.units import RecordLog, WorkUnit, atomic_write_bytes, chunks
 
@@ -100,7 +100,7 @@ def test_shards_partition_batches(tmp_path):
             run_stage(units, key=lambda u: u.key, process=rec, log=log, batch_size=4, shard=(index, 3))
         seen += [k for b in rec.batches for k in b]
     assert sorted(seen) == sorted(u.key for u in units)
-    assert shard_of("abc", 3) == shard_of("abc", 3)
+    assert len(seen) == len(set(seen))
 
 
 def test_store_roundtrip_is_idempotent_and_pandas_loadable(tmp_path):

@@ -8,10 +8,12 @@ The GenEval filtering (thresholds, max 16 per class) happens later, in the pure 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.rules import Detection
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     import torch
@@ -48,11 +50,41 @@ def rescaled_size(width: int, height: int, scale: tuple[int, int] = SCALE) -> tu
     return int(width * factor + 0.5), int(height * factor + 0.5)
 
 
-def preprocess(
-    image: Image.Image, device: Any, dtype: Any, scale: tuple[int, int] = SCALE
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resize (bilinear, no antialias, like cv2), pad to a multiple of 32 with 128, normalise (RGB).
+def resize_backend() -> str:
+    """``cv2`` when OpenCV is importable (bit-identical to mmcv's resize), else ``torch``."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "cv2"
 
+
+def to_rgb_array(image: Image.Image) -> Any:
+    """``(H, W, 3)`` uint8 RGB pixels; the only conversions are the ones mmdet's cv2 loader also makes.
+
+    RGB passes through; grey (``L``), palette (``P``) and 1-bit images are expanded to RGB, alpha is dropped
+    (``RGBA``, ``LA``, ``PA``), as ``cv2.imread(IMREAD_COLOR)`` does. 16-bit and float images are refused:
+    cv2 rescales them to 8 bits while PIL clips them, so the official pipeline itself has no single answer.
+    """
+    import numpy as np
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        raise HarnessError(f"image mode {image.mode!r} (16-bit or float) is not supported: GenEval's readers "
+                           "disagree on it (cv2 rescales to 8 bits, PIL clips); save the image as 8-bit RGB PNG")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def preprocess(
+    image: Image.Image, device: Any, dtype: Any, scale: tuple[int, int] = SCALE, resize: str = "auto"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """mmdet 2.x test pipeline: keep-ratio resize (bilinear), pad to a multiple of 32 with 128, normalise (RGB).
+
+    ``resize="cv2"`` calls ``cv2.resize(INTER_LINEAR)`` on uint8 exactly as mmcv's ``imrescale`` does (so the
+    pixels are bit-identical to mmdet's); ``"torch"`` uses bilinear interpolation without antialias and
+    rounds, which can differ from cv2's fixed-point arithmetic by one grey level; ``"auto"`` picks cv2 when
+    installed. Normalisation follows mmcv's ``imnormalize`` in float32: ``(x - mean) * (1 / std)``.
     Returns the padded ``(3, H_pad, W_pad)`` tensor and the resized ``(height, width)`` before padding.
     """
     import numpy as np
@@ -61,18 +93,97 @@ def preprocess(
 
     width, height = image.size
     new_w, new_h = rescaled_size(width, height, scale)
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())
-    x = pixels.permute(2, 0, 1)[None].float()
-    if (new_h, new_w) != (height, width):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
-        x = x.round().clamp(0, 255)  # cv2 resizes uint8 to uint8
+    if new_w < 1 or new_h < 1:
+        raise HarnessError(f"image of {width}x{height} pixels is too elongated for mmdet's keep-ratio resize "
+                           f"to {scale[0]}x{scale[1]} (one side would be 0 pixels); crop or pad it")
+    pixels = to_rgb_array(image)
+    backend = resize_backend() if resize == "auto" else resize
+    if backend == "cv2":
+        import cv2
+
+        if (new_h, new_w) != (height, width):
+            pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+    elif backend == "torch":
+        x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
+        if (new_h, new_w) != (height, width):
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+            x = x.round().clamp(0, 255)  # cv2 resizes uint8 to uint8
+    else:
+        raise HarnessError(f"resize={resize!r}: use auto, cv2 or torch")
     pad_h = -new_h % SIZE_DIVISOR
     pad_w = -new_w % SIZE_DIVISOR
     x = F.pad(x, (0, pad_w, 0, pad_h), value=PAD_VALUE)
-    mean = torch.tensor(MMDET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(MMDET_STD).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    mean = torch.tensor(MMDET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    stdinv = torch.tensor([1.0 / s for s in MMDET_STD], dtype=torch.float32).view(1, 3, 1, 1)
+    x = (x - mean) * stdinv
     return x[0].to(device=device, dtype=dtype), (new_h, new_w)
+
+
+@dataclass
+class Instances:
+    """The top-100 (query, class) pairs of one image, in score order: mmdet's ``instance_postprocess`` output.
+
+    ``labels``/``queries`` are int arrays, ``scores`` float32, ``boxes`` ``(n, 4)`` float32, ``masks``
+    ``(n, H, W)`` bool at the original image size.
+    """
+
+    labels: Any
+    queries: Any
+    scores: Any
+    boxes: Any
+    masks: Any
+
+    def to_detections(self, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, list[Detection]]:
+        """``{class name: [Detection, ...]}`` in this (score) order."""
+        out: dict[str, list[Detection]] = {}
+        for i in range(len(self.labels)):
+            box = tuple(float(v) for v in self.boxes[i])
+            det = Detection(box=box, score=float(self.scores[i]), mask=self.masks[i])  # type: ignore[arg-type]
+            out.setdefault(class_names[int(self.labels[i])], []).append(det)
+        return out
+
+
+def topk_instances(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    resized: tuple[int, int],
+    original: tuple[int, int],
+    min_score: float = 0.0,
+    max_per_image: int = MAX_PER_IMAGE,
+) -> Instances:
+    """mmdet 2.x ``instance_postprocess`` for one image (see :func:`instance_postprocess`)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    num_classes = class_logits.shape[-1] - 1
+    probs = F.softmax(class_logits.float(), dim=-1)[:, :num_classes]
+    k = min(max_per_image, probs.numel())
+    top_probs, top_idx = probs.flatten().topk(k, sorted=True)
+    keep = top_probs > min_score
+    top_probs, top_idx = top_probs[keep], top_idx[keep]
+    labels = top_idx % num_classes
+    queries = top_idx // num_classes
+    height, width = original
+    if len(queries) == 0:
+        return Instances(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                         np.zeros((0, 4), np.float32), np.zeros((0, height, width), bool))
+    # upsample each distinct query once (a query can carry several labels)
+    unique, inverse = torch.unique(queries, return_inverse=True)
+    masks = mask_logits[unique].float()[None]
+    pad_h, pad_w = mask_logits.shape[-2] * 4, mask_logits.shape[-1] * 4
+    masks = F.interpolate(masks, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
+    masks = masks[..., : resized[0], : resized[1]]
+    masks = F.interpolate(masks, size=original, mode="bilinear", align_corners=False)[0]
+    binary = masks > 0
+    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    scores = top_probs * mask_scores[inverse]
+    boxes = torch.stack([torch.tensor(mask_box(m)) for m in binary])
+    binary_np = binary.cpu().numpy()
+    inverse_np = inverse.cpu().numpy()
+    return Instances(labels.cpu().numpy(), queries.cpu().numpy(), scores.float().cpu().numpy(),
+                     boxes.float().numpy()[inverse_np], binary_np[inverse_np])
 
 
 def instance_postprocess(
@@ -92,32 +203,7 @@ def instance_postprocess(
     Pairs whose class prob is <= ``min_score`` are dropped before the (costly) mask work: their score
     (<= prob) can never pass a threshold >= ``min_score``.
     """
-    import torch.nn.functional as F
-
-    num_classes = class_logits.shape[-1] - 1
-    probs = F.softmax(class_logits.float(), dim=-1)[:, :num_classes]
-    k = min(MAX_PER_IMAGE, probs.numel())
-    top_probs, top_idx = probs.flatten().topk(k, sorted=True)
-    keep = top_probs > min_score
-    top_probs, top_idx = top_probs[keep], top_idx[keep]
-    labels = top_idx % num_classes
-    queries = top_idx // num_classes
-    out: dict[str, list[Detection]] = {}
-    if len(queries) == 0:
-        return out
-    masks = mask_logits[queries].float()[None]
-    pad_h, pad_w = mask_logits.shape[-2] * 4, mask_logits.shape[-1] * 4
-    masks = F.interpolate(masks, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
-    masks = masks[..., : resized[0], : resized[1]]
-    masks = F.interpolate(masks, size=original, mode="bilinear", align_corners=False)[0]
-    binary = masks > 0
-    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-    scores = top_probs * mask_scores
-    for i in range(len(queries)):
-        box = mask_box(binary[i])
-        det = Detection(box=box, score=float(scores[i]), mask=binary[i].cpu().numpy())
-        out.setdefault(class_names[int(labels[i])], []).append(det)
-    return out
+    return topk_instances(class_logits, mask_logits, resized, original, min_score).to_detections(class_names)
 
 
 def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
