@@ -131,7 +131,7 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
         else:
             outcome = bench.score(args, store=store, provenance=provenance, progress=progress, shard=shard)
     if outcome.summary:
-        print_outcome(outcome, store.path)
+        print_outcome(bench, outcome, store.path)
     elif outcome.partial:
         if shard.jobs > 1 and shard.is_main:
             then = f"harness merge {outcome.out}"
@@ -143,9 +143,9 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
     return 0
 
 
-def print_outcome(outcome: Any, store_path: Any) -> None:
-    """The results table and where everything is."""
-    print(format_summary(outcome.summary))
+def print_outcome(bench: Any, outcome: Any, store_path: Any) -> None:
+    """The benchmark's results table (its ``format_summary``) and where everything is."""
+    print(bench.format_summary(outcome.summary))
     print(f"\nresults: {outcome.out / 'results.jsonl'}\nsummary: {outcome.out / 'summary.json'}")
     print(f"store:   {store_path} (run {outcome.run_id})")
 
@@ -168,39 +168,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
         outcome = bench.merge(out, store, scorer_hash=args.scorer)
     for path in outcome.repaired:
         print(f"repaired {path}: dropped a line cut short by a crash (its unit was not counted)")
-    print_outcome(outcome, store.path)
+    print_outcome(bench, outcome, store.path)
     return 0
 
 
 @contextmanager
 def _null_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
     yield lambda n: None
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The terminal table: one row per tag with score, 95% CI and counts, then the overall."""
-    lines = [f"{summary['label']} — {summary['benchmark']} ({summary['images']} images, "
-             f"{summary['prompts']} prompts)"]
-    lines.append(f"{'tag':<15}{'score':>8}  {'95% CI':<17}{'correct/images':>16}")
-    for tag, row in summary["tags"].items():
-        ci = row["ci95"]
-        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        lines.append(f"{tag:<15}{row['score']:>8.3f}  {ci_text:<17}{row['correct_images']:>8}/{row['images']:<7}")
-    ci = summary.get("overall_ci95")
-    ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    lines.append(f"{'overall':<15}{summary['overall']:>8.3f}  {ci_text:<17}(unweighted mean of tags)")
-    if not summary.get("complete", True):
-        lines.append("note: not all six tags were run; the overall is not comparable to published GenEval")
-    if "tiny" in summary["label"] or summary.get("model", {}).get("adapter") == "tiny":
-        lines.append("note: random-weight tiny models — this score is meaningless; it only shows the harness works")
-    skipped = summary.get("skipped_files")
-    if skipped:
-        lines.append(f"note: {len(skipped)} file(s) in sample folders were not PNG samples and were skipped "
-                     f"(e.g. {skipped[0]}); see summary.json")
-    fewer = summary.get("prompts_with_fewer_images")
-    if fewer:
-        lines.append(f"note: {len(fewer)} prompt folder(s) have fewer images than the others (e.g. {fewer[0]})")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,6 +131,13 @@ class GenEval:
         g.add_argument("--no-score", action="store_true", help="generate only; score later with `harness score`")
         cls.add_scoring_arguments(p)
 
+    @staticmethod
+    def format_summary(summary: dict[str, Any]) -> str:
+        """The terminal table for a summary (the CLI prints it)."""
+        from benchmarks.geneval.summary import format_table
+
+        return format_table(summary)
+
     # -- stages ---------------------------------------------------------------------------------------
     def build_scorer(self, args: argparse.Namespace) -> GenEvalScorer:
         """Load detector and CLIP once for this process."""

@@ -76,3 +76,29 @@ def metric_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({"subset": tag, "metric": "accuracy", "value": row["score"], "ci_lo": ci[0], "ci_hi": ci[1],
                      "n": row["images"]})
     return rows
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """The terminal table: one row per tag with score, 95% CI and counts, then the overall."""
+    lines = [f"{summary['label']} — {summary['benchmark']} ({summary['images']} images, "
+             f"{summary['prompts']} prompts)"]
+    lines.append(f"{'tag':<15}{'score':>8}  {'95% CI':<17}{'correct/images':>16}")
+    for tag, row in summary["tags"].items():
+        ci = row["ci95"]
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"{tag:<15}{row['score']:>8.3f}  {ci_text:<17}{row['correct_images']:>8}/{row['images']:<7}")
+    ci = summary.get("overall_ci95")
+    ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    lines.append(f"{'overall':<15}{summary['overall']:>8.3f}  {ci_text:<17}(unweighted mean of tags)")
+    if not summary.get("complete", True):
+        lines.append("note: not all six tags were run; the overall is not comparable to published GenEval")
+    if "tiny" in summary["label"] or summary.get("model", {}).get("adapter") == "tiny":
+        lines.append("note: random-weight tiny models — this score is meaningless; it only shows the harness works")
+    skipped = summary.get("skipped_files")
+    if skipped:
+        lines.append(f"note: {len(skipped)} file(s) in sample folders were not PNG samples and were skipped "
+                     f"(e.g. {skipped[0]}); see summary.json")
+    fewer = summary.get("prompts_with_fewer_images")
+    if fewer:
+        lines.append(f"note: {len(fewer)} prompt folder(s) have fewer images than the others (e.g. {fewer[0]})")
+    return "\n".join(lines)
