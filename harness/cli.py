@@ -38,6 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_score = sub.add_parser("score", help="score an existing image folder (resumable)", add_help=False)
     p_score.add_argument("benchmark", nargs="?", help="benchmark name (`harness list benchmarks`)")
 
+    p_report = sub.add_parser("report", help="HTML + Markdown report over one or more scored runs")
+    p_report.add_argument("runs", nargs="+", help="run folders (or run ids in the store)")
+    p_report.add_argument("--out", required=True, help="folder for index.html and summary.md")
+    p_report.add_argument("--grid-limit", type=int, default=None, help="at most N prompts per image grid")
+    p_report.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+
+    p_compare = sub.add_parser("compare", help="paired comparison of two runs on the same prompts and seeds")
+    p_compare.add_argument("base")
+    p_compare.add_argument("new")
+    p_compare.add_argument("--threshold", type=float, default=0.01,
+                           help="smallest change that counts (absolute, GenEval score units; default 0.01)")
+    p_compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a flagged regression")
+    p_compare.add_argument("--intersection", action="store_true",
+                           help="compare only the shared prompts when the runs' prompt sets or scorers differ")
+    p_compare.add_argument("--report", default=None, help="also write a report with the comparison to this folder")
+    p_compare.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+
+    p_nightly = sub.add_parser("nightly", help="run the configured benchmarks, compare with the baseline, report")
+    p_nightly.add_argument("config", help="nightly TOML file (see README)")
+
     p_merge = sub.add_parser("merge", help="merge the record files of all processes/shards into the results")
     p_merge.add_argument("out", help="the run (or scored image) folder")
     p_merge.add_argument("--scorer", default=None, help="scorer hash (default: the most recent scoring)")
@@ -107,9 +127,27 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
         names = ", ".join(registry("benchmarks").names())
         print(f"usage: harness {command} BENCHMARK [options]   (benchmarks: {names}; add --help for options)")
         return 0 if bench_name in ("-h", "--help") or {"-h", "--help"} & set(rest) else 2
+    bench, outcome, shard, store_path = execute_stage(command, bench_name, rest)
+    if outcome.summary:
+        print_outcome(bench, outcome, store_path)
+    elif outcome.partial:
+        if shard.jobs > 1 and shard.is_main:
+            then = f"harness merge {outcome.out}"
+            if command == "run":
+                then = f"harness score {bench_name} --images {outcome.out / 'images'} [--shard I/N], then " + then
+            print(f"{shard.describe()} of {outcome.out} done; when every shard is done: {then}")
+    else:
+        print(f"images: {outcome.out / 'images'} (not scored; `harness score {bench_name} --images ...`)")
+    return 0
+
+
+def execute_stage(command: str, bench_name: str, argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
+    """Parse the stage's options and run it; returns (benchmark, outcome, shard, store path)."""
+    from harness.registry import registry
+
     bench_entry = registry("benchmarks").entry(bench_name)
     bench = registry("benchmarks").load(bench_name)()
-    args = _stage_parser(command, bench_name, bench).parse_args(list(rest))
+    args = _stage_parser(command, bench_name, bench).parse_args(list(argv))
     if args.threads:
         import torch
 
@@ -130,17 +168,7 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
             outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress, shard=shard)
         else:
             outcome = bench.score(args, store=store, provenance=provenance, progress=progress, shard=shard)
-    if outcome.summary:
-        print_outcome(bench, outcome, store.path)
-    elif outcome.partial:
-        if shard.jobs > 1 and shard.is_main:
-            then = f"harness merge {outcome.out}"
-            if command == "run":
-                then = f"harness score {bench_name} --images {outcome.out / 'images'} [--shard I/N], then " + then
-            print(f"{shard.describe()} of {outcome.out} done; when every shard is done: {then}")
-    else:
-        print(f"images: {outcome.out / 'images'} (not scored; `harness score {bench_name} --images ...`)")
-    return 0
+    return bench, outcome, shard, store.path
 
 
 def print_outcome(bench: Any, outcome: Any, store_path: Any) -> None:
@@ -177,6 +205,63 @@ def _null_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
     yield lambda n: None
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reports.html import build_report
+    from reports.plots import geneval_bars, history
+    from reports.runs import load_run
+
+    runs = [load_run(ref, args.store) for ref in args.runs]
+    geneval = [r for r in runs if r.benchmark == "geneval"]
+    html_path, md_path = build_report(runs, Path(args.out), bars_svg=geneval_bars(geneval) if geneval else "",
+                                      history_svg=history(_history_frame(args.store)), grid_limit=args.grid_limit)
+    print(md_path.read_text())
+    print(f"report: {html_path}\nmarkdown: {md_path}")
+    return 0
+
+
+def _history_frame(store_path: str | None) -> Any:
+    from harness.store import Store
+
+    with Store(store_path) as store:
+        metrics, runs = store.metrics(), store.runs()
+    return metrics.merge(runs[["run_id", "model", "created_at"]], on="run_id")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reports.regression import compare_runs
+    from reports.runs import load_run
+
+    base, new = load_run(args.base, args.store), load_run(args.new, args.store)
+    comparisons, notes = compare_runs(base, new, threshold=args.threshold, intersection=args.intersection)
+    print(f"{'metric':<26}{'base':>8}{'new':>8}{'delta':>9}  {'95% CI':<19}{'p':>8}  mark")
+    for c in comparisons:
+        ci = f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]" if c.ci95 else "–"
+        print(f"{c.metric:<26}{c.base:>8.3f}{c.new:>8.3f}{c.delta:>+9.3f}  {ci:<19}{c.p_value or 1:>8.4f}  "
+              f"{c.mark} {c.verdict}")
+    for note in notes:
+        print(f"note: {note}")
+    if args.report:
+        from reports.html import build_report
+
+        html_path, _ = build_report([base, new], Path(args.report), comparisons=comparisons)
+        print(f"report: {html_path}")
+    flagged = [c.metric for c in comparisons if c.verdict == "regression"]
+    print(f"regression flagged in: {', '.join(flagged)}" if flagged else "no regression flagged")
+    return 1 if flagged and args.fail_on_regression else 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from harness.nightly import run_nightly
+
+    verdict, failed = run_nightly(args.config)
+    print(verdict)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -191,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command in ("run", "score"):
             return cmd_stage(args.command, args.benchmark, rest)
+        if args.command in ("report", "compare", "nightly"):
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return {"report": cmd_report, "compare": cmd_compare, "nightly": cmd_nightly}[args.command](args)
         if args.command == "merge":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -1,0 +1,206 @@
+"""The report: one self-contained HTML page (plus a Markdown summary for CI logs) over one or more runs.
+
+Tables per benchmark (GenEval per tag with 95% CIs and counts; other benchmarks from their summaries),
+the identity of every run (model, settings, seeds, scorer, data sha256, plugin provenance), plots,
+image grids (each prompt's samples with pass/fail and the reason; a missing image is shown as missing and
+still counted), and published numbers with their sources, kept apart from ours. Images are linked by
+relative path (lazy-loaded), so the page opens offline next to the run folders without copying them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reports.compare import Comparison
+from reports.published import GENEVAL, GENEVAL_COLUMNS, IMGEDIT, LATENCY
+from reports.runs import RunData
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 18px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:10px}.prompt{border:1px solid #ddd;padding:4px;width:430px}
+.prompt p{margin:2px 0;font-size:12px}.cell{display:inline-block;width:100px;vertical-align:top;font-size:10px}
+.cell img,.missing{width:96px;height:96px;display:block;border:3px solid #999}.ok img{border-color:#2a2}
+.bad img{border-color:#c22}.ok .missing{border-color:#2a2}.bad .missing{border-color:#c22}.missing{background:#eee;text-align:center;line-height:96px;color:#900}
+.mark-regression{color:#c00;font-weight:bold}.mark-improvement{color:#080}code{font-size:11px}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "–" if value is None else str(value)
+
+
+def identity_rows(runs: Sequence[RunData]) -> str:
+    """Model, settings, seeds, scorer, data sha256 and provenance of each run."""
+    rows = []
+    for run in runs:
+        s = run.summary
+        config = run.manifest.get("config", {})
+        model = s.get("model") or {}
+        prov = s.get("provenance") or {}
+        plugins = ", ".join(f"{k}: {v.get('name')} ({v.get('distribution')} {v.get('version')})"
+                            for k, v in sorted(prov.items()) if isinstance(v, dict))
+        rows.append(
+            f"<tr><td class=l>{esc(run.run_id)}</td><td class=l>{esc(run.benchmark)}</td>"
+            f"<td class=l><code>{esc(json.dumps(model, sort_keys=True))}</code></td>"
+            f"<td class=l>seed {esc(config.get('seed', '–'))}, {esc(config.get('images_per_prompt', '–'))}/prompt</td>"
+            f"<td class=l>{esc(s.get('label', '–'))}<br><code>{esc(json.dumps(s.get('scorer', {}), sort_keys=True))}"
+            f"</code></td><td class=l><code>{esc((s.get('prompt_set') or {}).get('sha256', '–'))}</code></td>"
+            f"<td class=l>{esc(plugins)}</td></tr>")
+    return ("<table><tr><th class=l>run</th><th class=l>benchmark</th><th class=l>model and settings</th>"
+            "<th class=l>seeds</th><th class=l>scorer</th><th class=l>data sha256</th><th class=l>plugins</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def geneval_table(runs: Sequence[RunData]) -> str:
+    head = "".join(f"<th>{esc(r.run_id)}<br>{esc(r.model_name)}</th>" for r in runs)
+    rows = []
+    for tag in GENEVAL_COLUMNS:
+        cells = []
+        for run in runs:
+            s = run.summary
+            if tag == "overall":
+                value, ci, count = s.get("overall"), s.get("overall_ci95"), f"{s.get('images')} img"
+            else:
+                row = (s.get("tags") or {}).get(tag)
+                if row is None:
+                    cells.append("<td>–</td>")
+                    continue
+                value, ci, count = row["score"], row.get("ci95"), f"{row['correct_images']}/{row['images']}"
+            ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            cells.append(f"<td>{fmt(value)}{ci_text}<br><small>{esc(count)}</small></td>")
+        rows.append(f"<tr><th class=l>{esc(tag)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th class=l>tag</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def generic_table(run: RunData) -> str:
+    """Any other benchmark: its numeric summary fields and per-subset rows if it has them."""
+    rows = [f"<tr><th class=l>{esc(k)}</th><td>{fmt(v)}</td></tr>" for k, v in sorted(run.summary.items())
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for key in ("types", "tags", "subsets"):
+        for name, row in sorted((run.summary.get(key) or {}).items()):
+            value = row.get("score", row.get("mean")) if isinstance(row, dict) else row
+            rows.append(f"<tr><th class=l>{esc(key)}: {esc(name)}</th><td>{fmt(value)}</td></tr>")
+    return f"<h3>{esc(run.benchmark)} — {esc(run.run_id)}</h3><table>{''.join(rows)}</table>"
+
+
+def ci_text(c: Comparison) -> str:
+    return f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]" if c.ci95 else "–"
+
+
+def comparison_table(comparisons: Sequence[Comparison]) -> str:
+    rows = []
+    for c in comparisons:
+        ci = ci_text(c)
+        rows.append(f"<tr><td class=l>{esc(c.metric)}</td><td>{fmt(c.base)}</td><td>{fmt(c.new)}</td>"
+                    f"<td>{c.delta:+.3f}</td><td>{ci}</td><td>{fmt(c.p_value, 4)}</td>"
+                    f"<td>{'↑' if c.higher_is_better else '↓'}</td>"
+                    f"<td class='mark-{c.verdict}'>{esc(c.mark)} {esc(c.verdict)}</td></tr>")
+    return ("<table><tr><th class=l>metric</th><th>base</th><th>new</th><th>Δ</th><th>95% CI</th><th>p</th>"
+            "<th></th><th>mark</th></tr>" + "".join(rows) + "</table>")
+
+
+def published_tables() -> str:
+    head = "".join(f"<th>{esc(c)}</th>" for c in GENEVAL_COLUMNS)
+    rows = "".join(f"<tr><td class=l>{esc(m)}</td>{''.join(f'<td>{fmt(v, 2)}</td>' for v in vals[:-1])}"
+                   f"<td class=l><small>{esc(vals[-1])}</small></td></tr>" for m, vals in GENEVAL.items())
+    edit = "".join(f"<tr><td class=l>{esc(m)}</td><td>{v:.2f}</td><td class=l><small>{esc(src)}</small></td></tr>"
+                   for m, (v, src) in IMGEDIT.items())
+    lat = "".join(f"<tr><td class=l>{esc(m)}</td><td class=l>{esc(v)}</td><td class=l><small>{esc(src)}</small>"
+                  f"</td></tr>" for m, (v, src) in LATENCY.items())
+    return (f"<h3>GenEval (published; official detector, raw prompts unless noted)</h3><table><tr><th class=l>"
+            f"model</th>{head}<th class=l>source</th></tr>{rows}</table>"
+            f"<h3>ImgEdit overall (published)</h3><table>{edit}</table>"
+            f"<h3>On-device latency claims</h3><table>{lat}</table>")
+
+
+def geneval_grid(run: RunData, out_dir: Path, limit: int | None = None) -> tuple[str, int]:
+    """Each prompt's samples with pass/fail and reason; returns (html, number of missing images)."""
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for r in run.results:
+        by_prompt.setdefault(Path(r["filename"]).parts[-3], []).append(r)
+    blocks, missing = [], 0
+    for prompt in sorted(by_prompt)[:limit]:
+        items = by_prompt[prompt]
+        cells = []
+        for r in sorted(items, key=lambda x: x["filename"]):
+            path = Path(r["filename"])
+            if not path.is_absolute() and not path.exists():
+                path = run.out.parent / path if (run.out.parent / path).exists() else run.out / path
+            reason = r["reason"] or "correct"
+            if path.is_file():
+                rel = os.path.relpath(path.resolve(), out_dir.resolve())
+                cells.append(f"<div class='cell {'ok' if r['correct'] else 'bad'}'><img loading=lazy src='{esc(rel)}' "
+                             f"alt='{esc(path.name)}' title='{esc(reason)}'>{esc(reason[:60])}</div>")
+            else:
+                missing += 1
+                cells.append(f"<div class='cell {'ok' if r['correct'] else 'bad'}'><div class=missing>missing</div>"
+                             f"{'✓' if r['correct'] else '✗'} {esc(reason[:60])}</div>")
+        blocks.append(f"<div class=prompt><p><b>{esc(prompt)}</b> [{esc(items[0]['tag'])}] {esc(items[0]['prompt'])}"
+                      f"</p>{''.join(cells)}</div>")
+    return f"<div class=grid>{''.join(blocks)}</div>", missing
+
+
+def geneval_markdown(runs: Sequence[RunData]) -> str:
+    lines = ["| tag | " + " | ".join(f"{r.run_id} ({r.model_name})" for r in runs) + " |",
+             "|---|" + "---|" * len(runs)]
+    for tag in GENEVAL_COLUMNS:
+        vals = []
+        for run in runs:
+            v = run.summary.get("overall") if tag == "overall" else ((run.summary.get("tags") or {}).get(tag) or {}
+                                                                      ).get("score")
+            vals.append(fmt(v))
+        lines.append(f"| {tag} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequence[Comparison] = (),
+                 history_svg: str = "", bars_svg: str = "", grid_limit: int | None = None) -> tuple[Path, Path]:
+    """Write ``index.html`` and ``summary.md`` into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    geneval = [r for r in runs if r.benchmark == "geneval"]
+    others = [r for r in runs if r.benchmark != "geneval"]
+    parts = [f"<h1>dreamlite-harness report</h1><p>{len(runs)} run(s), generated "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p><h2>Runs</h2>{identity_rows(runs)}"]
+    md = [f"# dreamlite-harness report ({len(runs)} run(s))", ""]
+    if comparisons:
+        parts.append(f"<h2>Comparison (base = first run)</h2>{comparison_table(comparisons)}")
+        md += ["| metric | base | new | Δ | 95% CI | p | mark |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {c.metric} | {fmt(c.base)} | {fmt(c.new)} | {c.delta:+.3f} | {ci_text(c)} | "
+               f"{fmt(c.p_value, 4)} | {c.mark} {c.verdict} |" for c in comparisons]
+        md.append("")
+    missing_total = 0
+    if geneval:
+        labels = sorted({r.summary.get("label", "?") for r in geneval})
+        parts.append(f"<h2>GenEval ({esc(', '.join(labels))})</h2>{geneval_table(geneval)}{bars_svg}")
+        md += [f"## GenEval ({', '.join(labels)})", geneval_markdown(geneval), ""]
+        for run in geneval:
+            grid, missing = geneval_grid(run, out_dir, grid_limit)
+            missing_total += missing
+            note = f" — {missing} image(s) missing, still counted" if missing else ""
+            parts.append(f"<h3>Images: {esc(run.run_id)} ({esc(run.model_name)}){esc(note)}</h3>{grid}")
+    for run in others:
+        parts.append(generic_table(run))
+    if history_svg:
+        parts.append(f"<h2>History</h2>{history_svg}")
+    parts.append(f"<h2>Published numbers (for context; not produced by this harness)</h2>{published_tables()}")
+    if missing_total:
+        md.append(f"Note: {missing_total} image(s) referenced by results are missing (shown as missing, counted).")
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>dreamlite-harness report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    html_path, md_path = out_dir / "index.html", out_dir / "summary.md"
+    html_path.write_text(page, encoding="utf-8")
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return html_path, md_path

@@ -1,0 +1,97 @@
+"""Load finished runs for reports and comparisons: a run folder (or a run id from the store) → plain data.
+
+Reads only what the stages wrote (``run.json``, ``summary.json``, ``results.jsonl``); never runs a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class RunData:
+    """One scored run: its folder, summary and per-image (or per-case) results."""
+
+    out: Path
+    summary: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def benchmark(self) -> str:
+        return self.summary.get("benchmark", "?")
+
+    @property
+    def run_id(self) -> str:
+        return self.summary.get("run_id", self.out.name)
+
+    @property
+    def model_name(self) -> str:
+        model = self.summary.get("model") or {}
+        return str(model.get("adapter", "external"))
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for two runs to be compared: benchmark, prompt set, scorer."""
+        prompts = self.summary.get("prompt_set") or {}
+        return {"benchmark": self.benchmark, "prompts": prompts.get("sha256"), "label": self.summary.get("label"),
+                "scorer": self.summary.get("scorer_hash")}
+
+
+def resolve_run(ref: str, store_path: str | None = None) -> Path:
+    """A run folder, or a run id looked up in the store."""
+    path = Path(ref)
+    if (path / "summary.json").is_file():
+        return path
+    from harness.store import Store
+
+    store_file = Path(store_path) if store_path else None
+    with Store(store_file) as store:
+        runs = store.runs()
+    match = runs[runs["run_id"] == ref]
+    if len(match) and match.iloc[0]["out_dir"] and (Path(match.iloc[0]["out_dir"]) / "summary.json").is_file():
+        return Path(match.iloc[0]["out_dir"])
+    raise HarnessError(f"{ref}: not a scored run folder (no summary.json) nor a finished run id in the store; "
+                       "pass the folder `harness run` printed")
+
+
+def load_run(ref: str, store_path: str | None = None) -> RunData:
+    """Read a run's summary, results and manifest; unreadable files name themselves."""
+    out = resolve_run(ref, store_path)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{out / 'summary.json'}: not valid JSON ({exc.msg}); rerun `harness merge {out}`") from exc
+    results = []
+    results_path = out / "results.jsonl"
+    if results_path.is_file():
+        for n, line in enumerate(results_path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise HarnessError(f"{results_path} line {n}: not valid JSON; rerun `harness merge {out}`") from exc
+    manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    return RunData(out, summary, results, manifest)
+
+
+def geneval_verdicts(run: RunData) -> tuple[dict[str, dict[str, bool]], dict[str, str], dict[str, str]]:
+    """``(verdicts[prompt][sample] = correct, tag[prompt], prompt_text[prompt])`` from results.jsonl.
+
+    The prompt key is the prompt folder (``00042``) and the sample key the file name, so that two runs
+    on the same prompts and seeds pair up image by image.
+    """
+    verdicts: dict[str, dict[str, bool]] = {}
+    tags: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    for r in run.results:
+        parts = Path(r["filename"]).parts
+        prompt, sample = parts[-3], parts[-1]
+        verdicts.setdefault(prompt, {})[sample] = bool(r["correct"])
+        tags[prompt] = r["tag"]
+        texts[prompt] = r["prompt"]
+    return verdicts, tags, texts
