@@ -27,7 +27,9 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3
 .grid{display:flex;flex-wrap:wrap;gap:10px}.prompt{border:1px solid #ddd;padding:4px;width:430px}
 .prompt p{margin:2px 0;font-size:12px}.cell{display:inline-block;width:100px;vertical-align:top;font-size:10px}
 .cell img,.missing{width:96px;height:96px;display:block;border:3px solid #999}.ok img{border-color:#2a2}
-.bad img{border-color:#c22}.ok .missing{border-color:#2a2}.bad .missing{border-color:#c22}.missing{background:#eee;text-align:center;line-height:96px;color:#900}
+.bad img{border-color:#c22}
+.ok .missing{border-color:#2a2}.bad .missing{border-color:#c22}
+.missing{background:#eee;text-align:center;line-height:96px;color:#900}
 .mark-regression{color:#c00;font-weight:bold}.mark-improvement{color:#080}code{font-size:11px}
 """
 

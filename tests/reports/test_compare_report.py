@@ -86,7 +86,7 @@ def test_a_a_has_no_false_regression_and_planted_is_flagged(runs):
 
 
 def test_incomparable_runs_are_refused_or_intersected(runs, tmp_path):
-    root, base, aa, _ = runs
+    _, base, _, _ = runs
     other = write_synthetic_run(tmp_path / "fewer", rates=RATES, seed=5,
                                 prompts={"single_object": 80, "two_object": 50})
     with pytest.raises(HarnessError, match="different prompts"):
@@ -100,7 +100,7 @@ def test_incomparable_runs_are_refused_or_intersected(runs, tmp_path):
 
 
 def test_report_shows_tables_grids_missing_images_and_published(runs, tmp_path):
-    root, base, aa, _ = runs
+    _, base, aa, _ = runs
     html_path, md_path = build_report([load_run(str(base)), load_run(str(aa))], tmp_path / "rep", grid_limit=5)
     page = html_path.read_text()
     assert page.count("class=prompt") == 10 and "missing" in page and "still counted" in page
@@ -110,7 +110,7 @@ def test_report_shows_tables_grids_missing_images_and_published(runs, tmp_path):
 
 
 def test_cli_compare_fail_on_regression_and_report(runs, tmp_path):
-    root, base, _, planted = runs
+    _, base, _, planted = runs
     out = subprocess.run([sys.executable, "-m", "harness", "compare", str(base), str(planted), "--fail-on-regression",
                           "--report", str(tmp_path / "cmp")], capture_output=True, text=True)
     assert out.returncode == 1 and "regression flagged in:" in out.stdout and "geneval_colors" in out.stdout
@@ -139,7 +139,7 @@ def test_report_in_headless_chromium(runs, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium for this test")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    root, base, aa, _ = runs
+    _, base, aa, _ = runs
     for k in range(4):  # real images for the first prompt of the base run
         path = base / "images" / "00000" / "samples" / f"{k:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,8 @@ def test_report_in_headless_chromium(runs, tmp_path):
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", html_path.as_uri()],
                    capture_output=True, timeout=120, check=True)
     image = Image.open(shot)
-    assert image.size == (1200, 1600) and len(image.convert("L").getcolors(maxcolors=100000) or []) > 20  # not a blank page
+    colors = image.convert("L").getcolors(maxcolors=100000) or []
+    assert image.size == (1200, 1600) and len(colors) > 20  # not a blank page
     dom = subprocess.run([chromium, *flags, "--dump-dom", html_path.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert dom.count('class="prompt"') == 6 and dom.count("<table") >= 5
