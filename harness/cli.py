@@ -225,8 +225,7 @@ def _history_frame(store_path: str | None) -> Any:
     from harness.store import Store
 
     with Store(store_path) as store:
-        metrics, runs = store.metrics(), store.runs()
-    return metrics.merge(runs[["run_id", "model", "created_at"]], on="run_id")
+        return store.history()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -177,6 +177,19 @@ class Store:
         return self._frame("SELECT * FROM metrics WHERE run_id=?", (run_id,))
 
 
+    def history(self, benchmark: str | None = None, metric: str | None = None,
+                subset: str | None = None) -> pd.DataFrame:
+        """Metric values across runs, oldest first, with the run's model and status: the history view."""
+        sql = ("SELECT m.*, r.model, r.model_hash, r.status, r.created_at, r.out_dir FROM metrics m "
+               "JOIN runs r USING (run_id) WHERE 1=1")
+        params: list[Any] = []
+        for column, value in (("m.benchmark", benchmark), ("m.metric", metric), ("m.subset", subset)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                params.append(value)
+        return self._frame(sql + " ORDER BY r.created_at", tuple(params))
+
+
 def _dumps(obj: Any) -> str | None:
     if obj is None:
         return None

@@ -154,3 +154,15 @@ def test_truncated_record_line_is_repaired_and_its_unit_rerun(single, tmp_path):
     assert summary(run) == summary(single)
     sh(harness("merge", "run"), tmp_path)  # merging a complete run again is harmless
     assert summary(run) == summary(single)
+
+
+def test_scoring_as_a_separate_stage_on_two_ranks(single, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(single, run, ignore=shutil.ignore_patterns("score-*", "scoring-*", "results.jsonl",
+                                                               "summary.json"))
+    assert not list((run / "records").glob("score-*"))
+    score = ["score", "geneval", "--images", "run/images", "--detector", "tiny", "--clip", "tiny", "--no-progress",
+             "--score-batch-size", "2", "--threads", "1"]
+    sh(accelerate(*score), tmp_path)
+    assert len(list((run / "records").glob("score-*"))) == 2  # one file per rank
+    assert summary(run) == summary(single)

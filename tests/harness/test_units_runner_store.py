@@ -123,3 +123,6 @@ def test_store_roundtrip_is_idempotent_and_pandas_loadable(tmp_path):
         runs = store.runs()
         assert runs.loc[0, "status"] == "finished" and json.loads(runs.loc[0, "config_json"]) == {"a": 1}
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        hist = store.history("geneval", "geneval", "overall")
+        assert list(hist["value"]) == [0.5] and hist.loc[0, "model"] == "tiny"
+        assert store.history("geneval", "accuracy").empty
