@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_nightly = sub.add_parser("nightly", help="run the configured benchmarks, compare with the baseline, report")
     p_nightly.add_argument("config", help="nightly TOML file (see README)")
 
+    from device.cli import add_device_parser  # argparse only: no torch, no adb_shell at import
+
+    add_device_parser(sub)
+
     p_merge = sub.add_parser("merge", help="merge the record files of all processes/shards into the results")
     p_merge.add_argument("out", help="the run (or scored image) folder")
     p_merge.add_argument("--scorer", default=None, help="scorer hash (default: the most recent scoring)")
@@ -279,6 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return {"report": cmd_report, "compare": cmd_compare, "nightly": cmd_nightly}[args.command](args)
+        if args.command == "device":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            from device.cli import run_device_command
+
+            return run_device_command(args)
         if args.command == "merge":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -62,7 +62,7 @@ def test_plugin_is_discovered_loaded_and_has_provenance(plugin_site):
     prov = models.entry("echo").provenance()
     assert prov == {"name": "echo", "group": "models", "target": "echo_plugin:EchoModel",
                     "distribution": "harness-echo-plugin", "version": "1.2.3", "builtin": False}
-    assert reg.registry("judges").names() == ["echo-judge"]
+    assert "echo-judge" in reg.registry("judges").names()
 
 
 def test_builtin_wins_name_clash_with_warning_naming_both(plugin_site, caplog):

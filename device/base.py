@@ -1,0 +1,278 @@
+"""The ``Device`` interface and the shell-level logic every backend shares.
+
+A backend supplies four primitives (``_shell``, ``_push``, ``_pull``, ``connect``/``close``); everything
+else — exit codes through a sentinel, content-addressed pushes verified by ``sha256sum`` on the device,
+detached runs with a pid/rc/done run folder, polling, killing, the boot id — is plain shell run through
+them, so the adb-shell, adb-binary and local backends behave the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from device.errors import CommandFailed, CommandTimeout, DeviceDisconnected, DeviceError
+
+SENTINEL = "__RC__="
+DEFAULT_WORKDIR = "/data/local/tmp/bench"
+
+# The detached-run wrapper (spec §4.2/§4.5): runs ./cmd.sh under `toybox time -v` when available, samples
+# /proc/PID/status of the benchmark every $2 seconds (5 Hz by default) on the phone, optionally
+# `dumpsys meminfo` on the first and then every 5th sample, then writes rc and a `done` marker.
+# No adb stream stays open.
+RUN_SH = r"""#!/system/bin/sh
+# run.sh RUNDIR SAMPLE_PERIOD_S MEMINFO(0|1) -- written by dreamlite-harness device/
+R="$1"; PERIOD="${2:-0.2}"; MEMINFO="${3:-0}"
+cd "$R" || exit 1
+echo $$ > pid
+cut -d' ' -f1 /proc/uptime > t_start
+if command -v toybox >/dev/null 2>&1 && toybox time -v true >/dev/null 2>&1; then
+  toybox time -v sh -c 'echo $$ > bench.pid; exec sh ./cmd.sh 2> stderr.txt' > stdout.txt 2> time.txt < /dev/null &
+else
+  sh -c 'echo $$ > bench.pid; exec sh ./cmd.sh 2> stderr.txt' > stdout.txt 2> /dev/null < /dev/null &
+fi
+T=$!
+n=0
+while kill -0 $T 2>/dev/null; do
+  P=$(cat bench.pid 2>/dev/null)
+  if [ -n "$P" ]; then
+    S=$(grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):' /proc/$P/status 2>/dev/null | tr -s ' \t\n' '   ')
+    [ -n "$S" ] && echo "$(cut -d' ' -f1 /proc/uptime) $S" >> mem.tsv
+    if [ "$MEMINFO" = 1 ] && [ $((n % 5)) = 0 ]; then
+      U=$(cut -d' ' -f1 /proc/uptime)
+      dumpsys meminfo $P 2>/dev/null | grep -E 'TOTAL|Gfx dev|GL mtrack|EGL mtrack' | sed "s/^/$U /" >> meminfo.tsv
+    fi
+    n=$((n+1))
+  fi
+  sleep "$PERIOD"
+done
+wait $T
+rc=$?
+cut -d' ' -f1 /proc/uptime > t_end
+echo $rc > rc.tmp && mv rc.tmp rc
+touch done
+"""
+RUN_SH_SHA256 = hashlib.sha256(RUN_SH.encode()).hexdigest()
+
+
+@dataclass
+class CommandResult:
+    """Output (stdout and stderr merged, as shell v1 does) and the exit code from the sentinel."""
+
+    stdout: str
+    exit_code: int
+    wall_s: float
+
+
+@dataclass
+class RunState:
+    """State of a detached run folder on the device."""
+
+    state: Literal["running", "exited", "lost", "absent"]
+    exit_code: int | None = None
+
+
+def q(text: str) -> str:
+    """Shell-quote for the device's sh (mksh and dash agree on single quotes)."""
+    return shlex.quote(text)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a local file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_sentinel(raw: str, what: str) -> tuple[str, int]:
+    """Strip the ``__RC__=N`` sentinel; a missing one means the command never finished."""
+    idx = raw.rfind(SENTINEL)
+    if idx < 0 or not raw[idx + len(SENTINEL):].strip().isdigit():
+        raise CommandTimeout(f"{what}: output ended without the exit-code sentinel (command cut short)")
+    return raw[:idx], int(raw[idx + len(SENTINEL):].strip())
+
+
+class ShellDevice:
+    """Shared logic over a backend's shell/push/pull primitives; not thread-safe by design.
+
+    ``workdir`` is where runs and the artifact cache live (``/data/local/tmp/bench`` on a phone);
+    ``sysroot`` prefixes ``/sys`` and the boot-id path (empty on a phone, a sandbox in tests).
+    """
+
+    kind = "abstract"
+    transport = "none"
+
+    def __init__(self, serial: str, *, workdir: str = DEFAULT_WORKDIR, sysroot: str = ""):
+        self.serial = serial
+        self.workdir = workdir.rstrip("/") or "/"
+        self.sysroot = sysroot.rstrip("/")
+        self._owner = threading.get_ident()
+        self._helpers_ok = False
+
+    # -- backend primitives ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _shell(self, command: str, timeout_s: float) -> str:
+        raise NotImplementedError
+
+    def _push(self, local: Path | io.BytesIO, remote: str, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    def _pull(self, remote: str, local: io.BytesIO, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    def reconnect(self, budget_s: float = 60.0, first_delay_s: float = 0.5) -> None:
+        """Close and connect again with exponential backoff until ``budget_s`` is spent."""
+        deadline = time.monotonic() + budget_s
+        delay = first_delay_s
+        while True:
+            self.close()
+            try:
+                self.connect()
+                return
+            except DeviceDisconnected as exc:
+                if time.monotonic() + delay > deadline:
+                    raise DeviceDisconnected(f"{self.serial}: could not reconnect within {budget_s:.0f} s: {exc}") \
+                        from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    # -- shared operations -----------------------------------------------------------------------------
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise DeviceError(f"{self.serial}: a Device is bound to the thread that made it; open one per thread")
+
+    def run(self, command: str, timeout_s: float = 30.0, *, check: bool = False) -> CommandResult:
+        """Run ``command`` in ``workdir``; the exit code comes from an ``echo __RC__=$?`` sentinel."""
+        self._check_thread()
+        wrapped = f"cd {q(self.workdir)} 2>/dev/null; ( {command}\n) 2>&1 < /dev/null; echo {SENTINEL}$?"
+        t0 = time.perf_counter()
+        raw = self._shell(wrapped, timeout_s)
+        out, rc = split_sentinel(raw, f"{self.serial}: {command[:60]!r}")
+        result = CommandResult(out, rc, time.perf_counter() - t0)
+        if check and rc != 0:
+            raise CommandFailed(f"{self.serial}: {command[:80]!r} exited {rc}: {out.strip()[-300:]}")
+        return result
+
+    def sha256(self, remote: str) -> str | None:
+        """The device-side sha256 of a file, or None if it does not exist."""
+        res = self.run(f"[ -f {q(remote)} ] && sha256sum {q(remote)}", timeout_s=120)
+        if res.exit_code != 0 or not res.stdout.strip():
+            return None
+        return res.stdout.split()[0].lower()
+
+    def push(self, local: str | Path, remote: str, *, verify: bool = True, timeout_s: float = 30.0) -> str:
+        """Push a file (via ``remote.part`` then rename); verify its sha256 on the device; return the hash."""
+        self._check_thread()
+        local = Path(local)
+        if not local.is_file():
+            raise DeviceError(f"{local}: artifact not found; fix the path in the sweep file")
+        digest = sha256_file(local) if verify else ""
+        part = remote + ".part"
+        self._push(local, part, timeout_s)
+        if verify:
+            got = self.sha256(part)
+            if got != digest:
+                self.run(f"rm -f {q(part)}")
+                raise DeviceError(f"{self.serial}: push of {local} to {remote} corrupted (sha256 {got} != {digest})")
+        self.run(f"mv -f {q(part)} {q(remote)}", check=True)
+        return digest
+
+    def write_bytes(self, remote: str, data: bytes, timeout_s: float = 30.0) -> None:
+        """Create or replace a small device file with ``data``."""
+        self._check_thread()
+        self._push(io.BytesIO(data), remote, timeout_s)
+
+    def read_bytes(self, remote: str, timeout_s: float = 60.0) -> bytes:
+        """Pull a device file into memory (raises :class:`DeviceError` if it is missing)."""
+        self._check_thread()
+        buf = io.BytesIO()
+        self._pull(remote, buf, timeout_s)
+        return buf.getvalue()
+
+    def ensure_artifact(self, local: str | Path, *, sha256: str | None = None,
+                        timeout_s: float = 600.0) -> tuple[str, str]:
+        """Content-addressed push: ``workdir/cas/<sha256>``; pushed only if absent or different.
+
+        ``sha256`` (the local file's, when already known) saves hashing it again.
+        """
+        digest = sha256 or sha256_file(local)
+        remote = f"{self.workdir}/cas/{digest}"
+        if self.sha256(remote) != digest:
+            self.run(f"mkdir -p {q(self.workdir + '/cas')}", check=True)
+            pushed = self.push(local, remote, verify=True, timeout_s=timeout_s)
+            if pushed != digest:
+                self.run(f"rm -f {q(remote)}")
+                raise DeviceError(f"{local} changed while the sweep ran (sha256 {pushed} != {digest}); rerun")
+        return digest, remote
+
+    def ensure_helpers(self) -> str:
+        """Install ``run.sh`` (verified by hash) and return its device path."""
+        remote = f"{self.workdir}/run.sh"
+        if not self._helpers_ok:
+            self.run(f"mkdir -p {q(self.workdir)}", check=True)
+            if self.sha256(remote) != RUN_SH_SHA256:
+                self.write_bytes(remote, RUN_SH.encode())
+                if self.sha256(remote) != RUN_SH_SHA256:
+                    raise DeviceError(f"{self.serial}: could not install {remote} (hash mismatch)")
+            self._helpers_ok = True
+        return remote
+
+    def spawn(self, command: str, rundir: str, *, sample_period_s: float = 0.2, meminfo: bool = False,
+              links: dict[str, str] | None = None) -> None:
+        """Start ``command`` detached in ``rundir`` (pid, rc, done, time.txt, mem.tsv there); returns at once.
+
+        ``links`` maps file names in the run folder to device paths (the artifact cache), symlinked first.
+        """
+        run_sh = self.ensure_helpers()
+        ln = "".join(f" && ln -sf {q(target)} {q(rundir + '/' + name)}" for name, target in (links or {}).items())
+        self.run(f"rm -rf {q(rundir)} && mkdir -p {q(rundir)}{ln}", check=True)
+        self.write_bytes(f"{rundir}/cmd.sh", f"exec {command}\n".encode())
+        launch = (f"cd {q(rundir)} && nohup sh {q(run_sh)} {q(rundir)} {sample_period_s:g} {int(meminfo)} "
+                  f"> /dev/null 2>&1 < /dev/null & i=0; while [ ! -s {q(rundir)}/pid ] && [ $i -lt 100 ]; "
+                  f"do sleep 0.05; i=$((i+1)); done; [ -s {q(rundir)}/pid ] && echo launched")
+        res = self.run(launch, check=True)
+        if "launched" not in res.stdout:
+            raise DeviceError(f"{self.serial}: could not launch run in {rundir}: {res.stdout[-200:]}")
+
+    def poll(self, rundir: str) -> RunState:
+        """``exited`` (with rc) once ``done`` exists, ``running`` while the wrapper lives, else ``lost``."""
+        res = self.run(
+            f"if [ ! -d {q(rundir)} ]; then echo ABSENT; elif [ -e {q(rundir)}/done ]; then echo EXITED "
+            f"$(cat {q(rundir)}/rc); elif [ -e {q(rundir)}/pid ] && kill -0 $(cat {q(rundir)}/pid) 2>/dev/null; "
+            f"then echo RUNNING; else echo LOST; fi", timeout_s=15)
+        words = res.stdout.split()
+        if words[:1] == ["EXITED"]:
+            return RunState("exited", int(words[1]) if len(words) > 1 and words[1].lstrip("-").isdigit() else None)
+        return RunState({"RUNNING": "running", "ABSENT": "absent"}.get(words[0] if words else "", "lost"))
+
+    def kill(self, rundir: str, grace_s: float = 3.0) -> None:
+        """TERM then KILL the benchmark of a run folder; the wrapper still writes rc and done."""
+        p = q(rundir)
+        self.run(f"P=$(cat {p}/bench.pid 2>/dev/null); [ -n \"$P\" ] && kill -TERM $P 2>/dev/null; "
+                 f"i=0; while [ -n \"$P\" ] && kill -0 $P 2>/dev/null && [ $i -lt {int(grace_s * 5)} ]; "
+                 f"do sleep 0.2; i=$((i+1)); done; [ -n \"$P\" ] && kill -KILL $P 2>/dev/null; true",
+                 timeout_s=grace_s + 15)
+
+    def boot_id(self) -> str:
+        """The kernel's boot id (changes on every reboot)."""
+        res = self.run(f"cat {q(self.sysroot + '/proc/sys/kernel/random/boot_id')}", timeout_s=15, check=True)
+        return res.stdout.strip()
+
+    def __enter__(self) -> ShellDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,352 @@
+"""Sweep files (TOML or YAML): variants × steps × resolutions × repeats → ordered jobs with stable ids.
+
+A job id is the sha1 of what determines the measurement (variant, artifact sha256s, runner and version,
+command template and args, steps, resolution, iterations, repeat index, device serial), so re-running the
+same sweep finds its finished jobs. Each repeat is a round in which every configuration runs once, in a
+seeded random order (``interleaved_random``) so thermal drift does not look like a variant effect.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.base import sha256_file
+from device.errors import ConfigError
+from device.runners import RUNNERS, get_runner
+from harness.units import canonical_json
+
+TOP_KEYS = {"name", "steps", "resolutions", "repeats", "iters_per_process", "warmup_iters", "order", "seed",
+            "image_seed", "job_timeout_s", "max_attempts", "poll_s", "sample_hz", "meminfo", "variants",
+            "cooldown", "preconditions", "device"}
+VARIANT_KEYS = {"name", "runner", "command", "files", "args", "outputs", "runtime", "backend", "precision",
+                "threads", "memory_mode"}
+COOLDOWN_KEYS = {"sensor", "max_delta_c", "abs_max_c", "min_s", "max_s", "poll_s", "thermal_status_max"}
+PRECONDITION_KEYS = {"min_battery", "screen", "charging"}
+DEVICE_KEYS = {"backend", "host", "port", "serial", "usb", "key", "workdir", "sysroot", "adb_server_port"}
+ORDERS = ("interleaved_random", "interleaved", "sequential")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing to measure: a runner, a command template and the files it needs on the device."""
+
+    name: str
+    runner: str
+    command: str
+    files: tuple[tuple[str, str], ...] = ()
+    args: tuple[tuple[str, Any], ...] = ()
+    outputs: tuple[str, ...] = ()
+    runtime: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    threads: int | None = None
+    memory_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    """Temperature gate before each job: wait until cool, at least ``min_s``, at most ``max_s``."""
+
+    sensor: str = "SKIN"
+    max_delta_c: float = 2.0
+    abs_max_c: float = 38.0
+    min_s: float = 0.0
+    max_s: float = 300.0
+    poll_s: float = 5.0
+    thermal_status_max: int = 0
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """Checked before each job; a job whose device state fails them is recorded ``skipped``."""
+
+    min_battery: int = 0
+    screen: str = "any"  # on | off | any
+    charging: str = "any"  # yes | no | any
+
+
+@dataclass
+class Sweep:
+    """A parsed, validated sweep file."""
+
+    name: str
+    variants: list[Variant]
+    steps: list[int]
+    resolutions: list[tuple[int, int]]
+    repeats: int = 1
+    iters_per_process: int = 1
+    warmup_iters: int = 0
+    order: str = "interleaved_random"
+    seed: int = 0
+    image_seed: int = 42
+    job_timeout_s: float = 900.0
+    max_attempts: int = 2
+    poll_s: float = 2.0
+    sample_hz: float = 5.0
+    meminfo: bool = False
+    cooldown: Cooldown = field(default_factory=Cooldown)
+    preconditions: Preconditions = field(default_factory=Preconditions)
+    device: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able configuration (for manifests and the store)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One process launch: (variant, steps, resolution, repeat index)."""
+
+    job_id: str
+    variant: Variant
+    steps: int
+    height: int
+    width: int
+    repeat_idx: int
+    order_idx: int
+    artifacts: tuple[tuple[str, str, str], ...]  # (name in run folder, local path, sha256)
+
+    def command(self, sweep: Sweep) -> str:
+        """The variant's command with this job's values filled in."""
+        return render_command(self.variant, sweep, steps=self.steps, height=self.height, width=self.width,
+                              repeat=self.repeat_idx)
+
+
+def render_command(variant: Variant, sweep: Sweep, **values: Any) -> str:
+    fields = {**get_runner(variant.runner).placeholders(), **{name: name for name, _ in variant.files},
+              **dict(variant.args), "iters": sweep.iters_per_process, "warmup": sweep.warmup_iters,
+              "seed": sweep.image_seed, **values}
+    try:
+        return variant.command.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{sweep.path}: variant {variant.name!r} command has a bad placeholder {exc}; "
+                          f"known: {known}") from exc
+
+
+def _fail(path: str, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: {message}")
+
+
+def _check_keys(path: str, where: str, data: dict, allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(sorted(allowed))}"
+            raise _fail(path, where, f"unknown key {key!r}; {hint}")
+
+
+def _int(path: str, where: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise _fail(path, where, f"{value!r} must be an integer {rng}")
+    return value
+
+
+def _num(path: str, where: str, value: Any, lo: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo or value != value:
+        raise _fail(path, where, f"{value!r} must be a number >= {lo}")
+    return float(value)
+
+
+def _resolution(path: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        h = w = value
+    elif isinstance(value, str) and value.count("x") == 1 and all(p.isdigit() for p in value.split("x")):
+        h, w = (int(p) for p in value.split("x"))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(p, int) for p in value):
+        h, w = value
+    else:
+        raise _fail(path, "resolutions", f"{value!r} is not HxW (e.g. \"1024x1024\", 768 or [768, 1024])")
+    if h < 8 or w < 8 or h % 8 or w % 8 or h > 8192 or w > 8192:
+        raise _fail(path, "resolutions", f"{h}x{w} is impossible; sides must be multiples of 8 in [8, 8192]")
+    return h, w
+
+
+def load_sweep_data(path: str | Path) -> dict[str, Any]:
+    """Read a ``.toml`` (tomllib) or ``.yaml``/``.yml`` (PyYAML) sweep file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: sweep file not found")
+    text = p.read_bytes()
+    if p.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError as exc:
+                raise ConfigError(f"{p}: TOML needs Python 3.11+ or `pip install tomli`") from exc
+        try:
+            data = tomllib.loads(text.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    elif p.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError(f"{p}: YAML sweep files need PyYAML (pip install 'dreamlite-harness[device]'), "
+                              "or write the sweep as .toml") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    else:
+        raise ConfigError(f"{p}: unknown sweep file type {p.suffix!r}; use .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a table/mapping")
+    return data
+
+
+def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | None = None) -> Sweep:
+    """Validate sweep data; every problem is one :class:`ConfigError` naming the file and the field."""
+    base_dir = base_dir or Path(path).parent
+    _check_keys(path, "top level", data, TOP_KEYS)
+    for required in ("name", "steps", "resolutions", "variants"):
+        if required not in data:
+            raise _fail(path, "top level", f"missing required key {required!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not name or set(name) - set(string.ascii_letters + string.digits + "._-"):
+        raise _fail(path, "name", f"{name!r} must be a non-empty string of letters, digits, '.', '_', '-'")
+    steps = data["steps"] if isinstance(data["steps"], list) else [data["steps"]]
+    steps = [_int(path, "steps", s, 1, 1000) for s in steps]
+    res_list = data["resolutions"] if isinstance(data["resolutions"], list) else [data["resolutions"]]
+    resolutions = [_resolution(path, r) for r in res_list]
+    if not steps or not resolutions:
+        raise _fail(path, "steps/resolutions", "must not be empty")
+    order = data.get("order", "interleaved_random")
+    if order not in ORDERS:
+        raise _fail(path, "order", f"{order!r}; choose one of {', '.join(ORDERS)}")
+    raw_variants = data["variants"]
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise _fail(path, "variants", "must be a non-empty list of tables ([[variants]] in TOML)")
+    variants: list[Variant] = []
+    for i, v in enumerate(raw_variants):
+        where = f"variants[{i}]"
+        if not isinstance(v, dict):
+            raise _fail(path, where, "must be a table")
+        _check_keys(path, where, v, VARIANT_KEYS)
+        for req in ("name", "runner", "command"):
+            if not isinstance(v.get(req), str) or not v.get(req):
+                raise _fail(path, f"{where}.{req}", "missing or not a string")
+        if v["runner"] not in RUNNERS:
+            raise _fail(path, f"{where}.runner", f"unknown runner {v['runner']!r}; choose one of "
+                        f"{', '.join(sorted(RUNNERS))}")
+        files = v.get("files", {}) or {}
+        if not isinstance(files, dict):
+            raise _fail(path, f"{where}.files", "must be a table of name = \"local path\"")
+        resolved = []
+        for fname, fpath in files.items():
+            if not fname or "/" in fname or fname in (".", ".."):
+                raise _fail(path, f"{where}.files", f"{fname!r} is not a plain file name")
+            local = (base_dir / str(fpath)).resolve() if not Path(str(fpath)).is_absolute() else Path(str(fpath))
+            if not local.is_file():
+                raise _fail(path, f"{where}.files.{fname}", f"artifact {local} not found; fix the path "
+                            "(relative paths are relative to the sweep file)")
+            resolved.append((fname, str(local)))
+        args = v.get("args", {}) or {}
+        if not isinstance(args, dict):
+            raise _fail(path, f"{where}.args", "must be a table")
+        variants.append(Variant(
+            name=v["name"], runner=v["runner"], command=v["command"], files=tuple(sorted(resolved)),
+            args=tuple(sorted(args.items())), outputs=tuple(v.get("outputs", ()) or ()),
+            runtime=v.get("runtime"), backend=v.get("backend"), precision=v.get("precision"),
+            threads=None if v.get("threads") is None else _int(path, f"{where}.threads", v["threads"], 1, 64),
+            memory_mode=v.get("memory_mode")))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise _fail(path, "variants", f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
+    cd = data.get("cooldown", {}) or {}
+    _check_keys(path, "cooldown", cd, COOLDOWN_KEYS)
+    cooldown = Cooldown(
+        sensor=str(cd.get("sensor", "SKIN")),
+        max_delta_c=_num(path, "cooldown.max_delta_c", cd.get("max_delta_c", 2.0), 0),
+        abs_max_c=_num(path, "cooldown.abs_max_c", cd.get("abs_max_c", 38.0), 0),
+        min_s=_num(path, "cooldown.min_s", cd.get("min_s", 0.0), 0),
+        max_s=_num(path, "cooldown.max_s", cd.get("max_s", 300.0), 0),
+        poll_s=_num(path, "cooldown.poll_s", cd.get("poll_s", 5.0), 0.01),
+        thermal_status_max=_int(path, "cooldown.thermal_status_max", cd.get("thermal_status_max", 0), 0, 6))
+    if cooldown.min_s > cooldown.max_s:
+        raise _fail(path, "cooldown", f"min_s {cooldown.min_s} > max_s {cooldown.max_s}")
+    pc = data.get("preconditions", {}) or {}
+    _check_keys(path, "preconditions", pc, PRECONDITION_KEYS)
+    pre = Preconditions(min_battery=_int(path, "preconditions.min_battery", pc.get("min_battery", 0), 0, 100),
+                        screen=str(pc.get("screen", "any")), charging=str(pc.get("charging", "any")))
+    if pre.screen not in ("on", "off", "any"):
+        raise _fail(path, "preconditions.screen", f"{pre.screen!r}; choose on, off or any")
+    if pre.charging not in ("yes", "no", "any"):
+        raise _fail(path, "preconditions.charging", f"{pre.charging!r}; choose yes, no or any")
+    dev = data.get("device", {}) or {}
+    _check_keys(path, "device", dev, DEVICE_KEYS)
+    sweep = Sweep(
+        name=name, variants=variants, steps=steps, resolutions=resolutions,
+        repeats=_int(path, "repeats", data.get("repeats", 1), 1, 10000),
+        iters_per_process=_int(path, "iters_per_process", data.get("iters_per_process", 1), 1, 10000),
+        warmup_iters=_int(path, "warmup_iters", data.get("warmup_iters", 0), 0, 10000),
+        order=order, seed=_int(path, "seed", data.get("seed", 0), 0),
+        image_seed=_int(path, "image_seed", data.get("image_seed", 42), 0),
+        job_timeout_s=_num(path, "job_timeout_s", data.get("job_timeout_s", 900.0), 0.1),
+        max_attempts=_int(path, "max_attempts", data.get("max_attempts", 2), 1, 100),
+        poll_s=_num(path, "poll_s", data.get("poll_s", 2.0), 0.01),
+        sample_hz=_num(path, "sample_hz", data.get("sample_hz", 5.0), 0.01),
+        meminfo=bool(data.get("meminfo", False)), cooldown=cooldown, preconditions=pre, device=dict(dev),
+        path=str(path))
+    if sweep.warmup_iters >= sweep.iters_per_process:
+        raise _fail(path, "warmup_iters", f"{sweep.warmup_iters} leaves no measured iteration out of "
+                    f"iters_per_process = {sweep.iters_per_process}")
+    for v in variants:  # catch bad placeholders now, not on the phone
+        render_command(v, sweep, steps=steps[0], height=resolutions[0][0], width=resolutions[0][1], repeat=0)
+    return sweep
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load and validate a sweep file."""
+    return parse_sweep(load_sweep_data(path), str(path), Path(path).resolve().parent)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha(path: str) -> str:
+    st = Path(path).stat()
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def job_id_for(variant: Variant, artifacts: list[tuple[str, str, str]], sweep: Sweep, steps: int, height: int,
+               width: int, repeat_idx: int, serial: str) -> str:
+    """sha1 over everything that determines the measurement (stable across restarts)."""
+    runner = get_runner(variant.runner)
+    ident = {"variant": variant.name, "artifacts": sorted((n, s) for n, _, s in artifacts),
+             "runner": [runner.name, runner.version], "command": variant.command, "args": list(variant.args),
+             "steps": steps, "h": height, "w": width, "repeat": repeat_idx, "serial": serial,
+             "iters": sweep.iters_per_process, "warmup": sweep.warmup_iters, "seed": sweep.image_seed}
+    return hashlib.sha1(canonical_json(ident).encode()).hexdigest()[:16]
+
+
+def expand(sweep: Sweep, serial: str) -> list[Job]:
+    """All jobs in run order (``order_idx`` 0..N-1)."""
+    arts = {v.name: [(n, p, _file_sha(p)) for n, p in v.files] for v in sweep.variants}
+    configs = [(v, s, h, w) for v in sweep.variants for s in sweep.steps for h, w in sweep.resolutions]
+    plan: list[tuple[Variant, int, int, int, int]] = []
+    if sweep.order == "sequential":
+        plan = [(v, s, h, w, r) for v, s, h, w in configs for r in range(sweep.repeats)]
+    else:
+        for r in range(sweep.repeats):
+            round_configs = list(configs)
+            if sweep.order == "interleaved_random":
+                random.Random(sweep.seed * 1_000_003 + r).shuffle(round_configs)
+            plan.extend((v, s, h, w, r) for v, s, h, w in round_configs)
+    return [Job(job_id_for(v, arts[v.name], sweep, s, h, w, r, serial), v, s, h, w, r, i, tuple(arts[v.name]))
+            for i, (v, s, h, w, r) in enumerate(plan)]

@@ -1,0 +1,110 @@
+"""Fixtures: a phone-like sandbox, the loopback fake adbd, an adb-shell device on it, sweep files."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.peers.fake_adbd import FakeAdbd
+
+HERE = Path(__file__).resolve().parent
+FAKEBIN = HERE / "fakebin"
+FIXTURES = HERE / "fixtures"
+FAKE_BENCH = HERE / "fake_bench.py"
+
+
+def make_sandbox(root: Path) -> Path:
+    """A folder laid out like the parts of a phone our module reads (sysfs nodes, canned dumpsys)."""
+    for policy, (cur, mx) in {"policy0": (1785600, 2265600), "policy2": (2496000, 3148800),
+                              "policy7": (2841600, 3302400)}.items():
+        d = root / "sys/devices/system/cpu/cpufreq" / policy
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "scaling_cur_freq").write_text(f"{cur}\n")
+        (d / "scaling_max_freq").write_text(f"{mx}\n")
+    gpu = root / "sys/class/kgsl/kgsl-3d0"
+    gpu.mkdir(parents=True, exist_ok=True)
+    (gpu / "gpuclk").write_text("903000000\n")
+    shutil.copytree(FIXTURES / "android", root / "android", dirs_exist_ok=True)
+    (root / "data/local/tmp/bench").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def adb_key(tmp_path_factory) -> Path:
+    """An RSA key pair made with adb-shell's keygen (adbkey + adbkey.pub)."""
+    pytest.importorskip("adb_shell")
+    from adb_shell.auth.keygen import keygen
+
+    path = tmp_path_factory.mktemp("keys") / "adbkey"
+    keygen(str(path))
+    return path
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Path:
+    return make_sandbox(tmp_path / "phone")
+
+
+@pytest.fixture
+def adbd(sandbox, adb_key):
+    """The fake adbd on 127.0.0.1 (port 0), trusting ``adb_key``; stub Android tools on its PATH."""
+    pub = Path(str(adb_key) + ".pub").read_bytes()
+    with FakeAdbd(sandbox, known_keys=[pub], path_prepend=[str(FAKEBIN), str(Path(sys.executable).parent)]) as d:
+        yield d
+
+
+def make_device(adbd: FakeAdbd, key: Path, **kw):
+    from device.adb import AdbShellDevice
+
+    opts = {"key_path": key, "workdir": f"{adbd.sandbox}/data/local/tmp/bench", "sysroot": str(adbd.sandbox),
+            "transport_timeout_s": 5.0, "auth_timeout_s": 2.0, "connect_timeout_s": 5.0, **kw}
+    return AdbShellDevice("127.0.0.1", adbd.port, **opts)
+
+
+@pytest.fixture
+def device(adbd, adb_key):
+    dev = make_device(adbd, adb_key)
+    dev.connect()
+    yield dev
+    dev.close()
+
+
+def write_sweep(folder: Path, body: str = "", *, bench_args: str = "", name: str = "t", steps: str = "[1, 2]",
+                resolutions: str = '["64x64"]', repeats: int = 1, extra_variant: str = "") -> Path:
+    """A TOML sweep running ``fake_bench.py`` through the jsonl runner."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sweep.toml"
+    command = (f"{sys.executable} {{bench}} --steps {{steps}} --height {{height}} --width {{width}} --iters {{iters}} "
+               f"--warmup {{warmup}} --metrics-out {{metrics_out}} --stage-ms 2 {bench_args}")
+    path.write_text(textwrap.dedent(f"""
+        name = "{name}"
+        steps = {steps}
+        resolutions = {resolutions}
+        repeats = {repeats}
+        iters_per_process = 2
+        warmup_iters = 1
+        poll_s = 0.05
+        job_timeout_s = 20
+        max_attempts = 2
+        {body}
+        [cooldown]
+        min_s = 0
+        max_s = 1
+        poll_s = 0.05
+
+        [[variants]]
+        name = "fake-fp32"
+        runner = "jsonl"
+        command = "{command}"
+        files = {{ bench = "{FAKE_BENCH}" }}
+        outputs = ["out_1.png"]
+        runtime = "fake"
+        backend = "cpu"
+        precision = "fp32"
+        {extra_variant}
+    """))
+    return path
