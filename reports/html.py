@@ -87,6 +87,29 @@ def geneval_table(runs: Sequence[RunData]) -> str:
     return f"<table><tr><th class=l>tag</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def device_tables(run: RunData) -> tuple[str, str]:
+    """Latency per variant/steps/resolution (median, p90, U-Net step, peak memory) and a latency-vs-steps plot."""
+    from device.results import records_frame, summary_frame
+    from reports.plots import latency_vs_steps
+
+    summary = summary_frame(records_frame(run.results)) if run.results else None
+    failed = sum(r.get("status") != "ok" for r in run.results)
+    note = f"{run.summary.get('ok', 0)} ok attempt(s), {failed} not ok (each listed in the records)"
+    if summary is None or summary.empty:
+        return f"<h2>Device latency: {esc(run.run_id)}</h2><p>no ok records; {esc(note)}</p>", note
+    cols = [c for c in ("variant", "runtime", "backend", "precision", "steps", "height", "width", "jobs", "iterations",
+                        "e2e_ms_median", "e2e_ms_p90", "unet_step_ms_median", "peak_rss_mb", "throttled")
+            if c in summary.columns]
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(row[c], 1)}</td>" for c in cols) + "</tr>"
+                   for row in summary[cols].to_dict("records"))
+    md = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n" + "\n".join(
+        "| " + " | ".join(fmt(row[c], 1) for c in cols) + " |" for row in summary[cols].to_dict("records"))
+    device = json.dumps(run.summary.get("device") or {}, sort_keys=True)
+    return (f"<h2>Device latency: {esc(run.run_id)}</h2><p>{esc(note)}; device <code>{esc(device)}</code></p>"
+            f"<table><tr>{head}</tr>{body}</table>{latency_vs_steps(summary)}", md)
+
+
 def generic_table(run: RunData) -> str:
     """Any other benchmark: its numeric summary fields and per-subset rows if it has them."""
     rows = [f"<tr><th class=l>{esc(k)}</th><td>{fmt(v)}</td></tr>" for k, v in sorted(run.summary.items())
@@ -194,7 +217,12 @@ def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequenc
             note = f" — {missing} image(s) missing, still counted" if missing else ""
             parts.append(f"<h3>Images: {esc(run.run_id)} ({esc(run.model_name)}){esc(note)}</h3>{grid}")
     for run in others:
-        parts.append(generic_table(run))
+        if run.benchmark == "device":
+            table, md_table = device_tables(run)
+            parts.append(table)
+            md += [f"## Device latency: {run.run_id}", md_table, ""]
+        else:
+            parts.append(generic_table(run))
     if history_svg:
         parts.append(f"<h2>History</h2>{history_svg}")
     parts.append(f"<h2>Published numbers (for context; not produced by this harness)</h2>{published_tables()}")

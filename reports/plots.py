@@ -68,3 +68,22 @@ def history(frame: Any, metric: str = "geneval", subset: str = "overall") -> str
     ax.set_xlabel("run (oldest → newest)")
     ax.legend(fontsize=7)
     return _svg(fig)
+
+
+def latency_vs_steps(summary: Any) -> str:
+    """Median end-to-end latency against steps, one line per (variant, resolution)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if summary is None or summary.empty or "e2e_ms_median" not in summary.columns:
+        return ""
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    for (variant, height, width), group in summary.groupby(["variant", "height", "width"]):
+        group = group.sort_values("steps")
+        ax.plot(group["steps"], group["e2e_ms_median"], marker="o", label=f"{variant} {height}x{width}")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("median e2e ms")
+    ax.legend(fontsize=7)
+    return _svg(fig)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.errors import HarnessError
-from reports.compare import Comparison, geneval_paired, verdict
-from reports.runs import RunData, geneval_verdicts
+from reports.compare import Comparison, geneval_paired, latency, verdict
+from reports.runs import RunData, geneval_verdicts, latency_samples
 
 
 def check_comparable(base: RunData, new: RunData, *, intersection: bool = False) -> list[str]:
@@ -25,6 +25,8 @@ def compare_runs(base: RunData, new: RunData, *, threshold: float = 0.01, inters
                  seed: int = 0) -> tuple[list[Comparison], list[str]]:
     """Per-metric comparisons (GenEval overall and per tag) and notes."""
     notes = check_comparable(base, new, intersection=intersection)
+    if base.benchmark == "device":
+        return compare_latency(base, new), notes
     if base.benchmark != "geneval":
         raise HarnessError(f"compare: {base.benchmark} has no paired comparison yet (GenEval only)")
     bv, tags, _ = geneval_verdicts(base)
@@ -62,3 +64,13 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+def compare_latency(base: RunData, new: RunData, *, factor: float = 1.10) -> list[Comparison]:
+    """Per device configuration both sweeps measured: Mann-Whitney U on raw iterations + ratio factor."""
+    a, b = latency_samples(base), latency_samples(new)
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise HarnessError(f"{base.out} and {new.out} measured no common configuration "
+                           "(variant, runtime, backend, precision, steps, resolution)")
+    return [latency(f"e2e_ms {label}", a[label], b[label], factor=factor) for label in shared]

@@ -42,10 +42,15 @@ class RunData:
                 "scorer": self.summary.get("scorer_hash")}
 
 
+def is_device_sweep(path: Path) -> bool:
+    """A `harness device sweep`/`profile` folder: attempt records, no summary.json."""
+    return not (path / "summary.json").is_file() and any((path / "records").glob("attempts-*.jsonl"))
+
+
 def resolve_run(ref: str, store_path: str | None = None) -> Path:
     """A run folder, or a run id looked up in the store."""
     path = Path(ref)
-    if (path / "summary.json").is_file():
+    if (path / "summary.json").is_file() or is_device_sweep(path):
         return path
     from harness.store import Store
 
@@ -53,8 +58,10 @@ def resolve_run(ref: str, store_path: str | None = None) -> Path:
     with Store(store_file) as store:
         runs = store.runs()
     match = runs[runs["run_id"] == ref]
-    if len(match) and match.iloc[0]["out_dir"] and (Path(match.iloc[0]["out_dir"]) / "summary.json").is_file():
-        return Path(match.iloc[0]["out_dir"])
+    if len(match) and match.iloc[0]["out_dir"]:
+        found = Path(match.iloc[0]["out_dir"])
+        if (found / "summary.json").is_file() or is_device_sweep(found):
+            return found
     raise HarnessError(f"{ref}: not a scored run folder (no summary.json) nor a finished run id in the store; "
                        "pass the folder `harness run` printed")
 
@@ -62,6 +69,8 @@ def resolve_run(ref: str, store_path: str | None = None) -> Path:
 def load_run(ref: str, store_path: str | None = None) -> RunData:
     """Read a run's summary, results and manifest; unreadable files name themselves."""
     out = resolve_run(ref, store_path)
+    if is_device_sweep(out):
+        return load_device_sweep(out)
     try:
         summary = json.loads((out / "summary.json").read_text())
     except json.JSONDecodeError as exc:
@@ -95,3 +104,32 @@ def geneval_verdicts(run: RunData) -> tuple[dict[str, dict[str, bool]], dict[str
         tags[prompt] = r["tag"]
         texts[prompt] = r["prompt"]
     return verdicts, tags, texts
+
+
+def load_device_sweep(out: Path) -> RunData:
+    """A device sweep: its attempt records as results, a small summary naming the variants."""
+    from harness.units import RecordLog
+
+    records = sorted(RecordLog(out / "records", "attempts").read().values(),
+                     key=lambda r: (r.get("order_idx", 0), r.get("attempt", 0)))
+    variants = sorted({str(r.get("variant")) for r in records})
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    summary = {"benchmark": "device", "run_id": records[0].get("run_id", out.name) if records else out.name,
+               "label": "device latency", "model": {"adapter": ",".join(variants)},
+               "device": manifest.get("device"), "attempts": len(records),
+               "ok": sum(r.get("status") == "ok" for r in records)}
+    return RunData(out, summary, records, manifest)
+
+
+CONFIG_KEYS = ("variant", "runtime", "backend", "precision", "steps", "height", "width")
+
+
+def latency_samples(run: RunData) -> dict[str, list[float]]:
+    """End-to-end ms of every measured iteration of every ok attempt, per configuration label."""
+    samples: dict[str, list[float]] = {}
+    for r in run.results:
+        if r.get("status") != "ok":
+            continue
+        label = "|".join(str(r.get(k)) for k in CONFIG_KEYS)
+        samples.setdefault(label, []).extend(float(x) for x in (r.get("e2e_ms") or []))
+    return samples
