@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; benchmark-specific options are added once the benchmark is known."""
     parser = argparse.ArgumentParser(
         prog="harness",
-        description="Evaluate small image models: GenEval (text-to-image), with more benchmarks to come.",
+        description="Evaluate small image models: GenEval, ImgEdit, on-phone latency sweeps, reports, nightly runs.",
     )
     parser.add_argument("--version", action="version", version=f"dreamlite-harness {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

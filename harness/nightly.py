@@ -16,6 +16,16 @@ Config (TOML)::
     name = "geneval"
     args = ["--prompts", "official"]   # extra `harness run geneval` options
     baseline = "last-good"             # or a run folder / run id
+
+    [[benchmark]]
+    name = "imgedit"
+    args = ["--judge-model", "gpt-4.1"]
+    anchor = "runs/imgedit/anchor"     # a frozen scored run, re-judged every night: judge drift control
+    anchor_args = []                   # extra `harness score` options for it (e.g. the judge's --judge-base-url)
+
+Judge drift control: the anchor's unchanged images are scored again with tonight's scorer (for ImgEdit
+with a fresh judge cache, so every answer is new) and compared with the anchor's own results. If the
+scorer moved significantly, tonight's model comparison is labelled "judge drift" and not gated.
 """
 
 from __future__ import annotations
@@ -73,6 +83,31 @@ def find_last_good(store_path: str | None, benchmark: str, exclude: str, current
     return None
 
 
+def judge_drift(bench: dict[str, Any], report_dir: Path, store_path: str | None, threshold: float) -> list[str]:
+    """Score the frozen anchor's images again with tonight's scorer; the metrics that moved significantly."""
+    import shutil
+
+    from harness.cli import execute_stage
+    from reports.regression import compare_runs
+    from reports.runs import load_run
+
+    anchor = Path(bench["anchor"])
+    if not (anchor / "summary.json").is_file() or not (anchor / "images").is_dir():
+        raise HarnessError(f"{anchor}: not a scored run folder (needs summary.json and images/); set anchor to a "
+                           "run made once with `harness run` and kept unchanged")
+    out = report_dir / f"anchor-{bench['name']}"
+    shutil.rmtree(out, ignore_errors=True)
+    # its own store: a re-scored anchor is a scorer check, never a candidate baseline for the model
+    argv = ["--images", str(anchor / "images"), "--out", str(out), "--no-progress",
+            "--store", str(report_dir / "anchor-store.db"), *bench.get("anchor_args", [])]
+    if bench["name"] == "imgedit" and "--judge-cache" not in argv:
+        argv += ["--judge-cache", str(out / "fresh-judge-cache.db")]  # every answer new: that is the point
+    execute_stage("score", bench["name"], argv)
+    comparisons, _ = compare_runs(load_run(str(anchor)), load_run(str(out)),
+                                  threshold=threshold, intersection=True)
+    return [c.metric for c in comparisons if c.verdict in ("regression", "improvement")]
+
+
 def run_nightly(config_path: str | Path) -> tuple[str, bool]:
     """Run, compare, report; returns (verdict paragraph, whether a regression was flagged)."""
     from harness.cli import execute_stage
@@ -87,17 +122,21 @@ def run_nightly(config_path: str | Path) -> tuple[str, bool]:
     model = config["model"]
     threshold = float(config.get("threshold", 0.01))
     sentences, flagged_any, report_runs, comparisons_all = [], False, [], []
+    report_dir = Path(config.get("report", "runs/nightly-report"))
     for bench in config["benchmark"]:
         argv = ["--model", model["name"], "--model-args", model.get("args", ""), "--no-progress",
                 *(["--store", store_path] if store_path else []), *bench.get("args", [])]
         _, outcome, _, _ = execute_stage("run", bench["name"], argv)
+        drift = judge_drift(bench, report_dir, store_path, threshold) if bench.get("anchor") else []
         current = load_run(str(outcome.out), store_path)
         baseline_ref = bench.get("baseline", "last-good")
         base = (find_last_good(store_path, bench["name"], current.run_id, current) if baseline_ref == "last-good"
                 else load_run(baseline_ref, store_path))
         if base is None:
             sentences.append(f"{bench['name']}: {current.summary.get('overall', float('nan')):.3f} "
-                             "(no comparable baseline yet; this run becomes the baseline).")
+                             "(no comparable baseline yet; this run becomes the baseline)."
+                             + (f" JUDGE DRIFT on the frozen anchor ({', '.join(drift)})." if drift else
+                                " Scorer stable on the frozen anchor." if bench.get("anchor") else ""))
             report_runs.append(current)
             continue
         comparisons, notes = compare_runs(base, current, threshold=threshold)
@@ -105,6 +144,12 @@ def run_nightly(config_path: str | Path) -> tuple[str, bool]:
         report_runs += [base, current]
         overall = comparisons[0]
         flagged = [c.metric for c in comparisons if c.verdict == "regression"]
+        if drift:
+            notes.append(f"JUDGE DRIFT on the frozen anchor ({', '.join(drift)}): the scorer changed, so tonight's "
+                         "model comparison is not gated.")
+            flagged = []
+        elif bench.get("anchor"):
+            notes.append("Scorer stable on the frozen anchor.")
         flagged_any |= bool(flagged)
         ci = f"[{overall.ci95[0]:+.3f}, {overall.ci95[1]:+.3f}]" if overall.ci95 else ""
         sentences.append(
@@ -115,7 +160,6 @@ def run_nightly(config_path: str | Path) -> tuple[str, bool]:
         if flagged:
             with Store(store_path) as store:
                 store.upsert_run(current.run_id, bench["name"], status="regressed")
-    report_dir = Path(config.get("report", "runs/nightly-report"))
     geneval = [r for r in report_runs if r.benchmark == "geneval"]
     html_path, _ = build_report(report_runs, report_dir, comparisons=comparisons_all,
                                 bars_svg=geneval_bars(geneval) if geneval else "")

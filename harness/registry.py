@@ -43,11 +43,19 @@ BUILTINS: dict[str, dict[str, str]] = {
         "sdxl": "harness.models.diffusers_t2i:StableDiffusionXL",
         "sana": "harness.models.diffusers_t2i:Sana",
         "flux-dev": "harness.models.diffusers_t2i:FluxDev",
+        "diffusers-edit": "harness.models.diffusers_edit:DiffusersEdit",
+        "ip2p": "harness.models.diffusers_edit:InstructPix2Pix",
+        "kontext": "harness.models.diffusers_edit:FluxKontext",
+        "qwen-image-edit": "harness.models.diffusers_edit:QwenImageEdit",
+        "gpt-image-1": "harness.models.openai_images:GPTImage1",
     },
     "benchmarks": {
         "geneval": "benchmarks.geneval.benchmark:GenEval",
+        "imgedit": "benchmarks.imgedit.benchmark:ImgEdit",
     },
-    "judges": {},
+    "judges": {
+        "openai": "benchmarks.imgedit.judge:OpenAIJudge",
+    },
     "detectors": {
         "mask2former-hf": "benchmarks.geneval.detectors.hf_mask2former:HFMask2Former",
         "tiny": "benchmarks.geneval.detectors.hf_mask2former:TinyMask2Former",

@@ -125,8 +125,12 @@ def paired_mean(
     alpha: float = 0.01,
     samples: int = 2000,
     seed: int = 0,
+    min_n: int = 10,
 ) -> Comparison:
-    """Mean of NEW minus BASE over the shared items (e.g. judge scores per case), paired bootstrap."""
+    """Mean of NEW minus BASE over the shared items (e.g. judge scores per case), paired bootstrap.
+
+    Fewer than ``min_n`` pairs never count as significant: a bootstrap over a handful of items is not
+    evidence (its p-value can be 0 for two items that both went down)."""
     import numpy as np
 
     keys = sorted(set(base) & set(new))
@@ -139,7 +143,7 @@ def paired_mean(
     lo, hi = (float(x) for x in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
     p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
     delta = float(diff.mean())
-    significant = p < alpha and not lo <= 0 <= hi
+    significant = p < alpha and not lo <= 0 <= hi and len(keys) >= min_n
     return Comparison(metric, float(np.mean([base[k] for k in keys])), float(np.mean([new[k] for k in keys])),
                       delta, (lo, hi), p, threshold, higher_is_better,
                       verdict(delta, significant, threshold, higher_is_better), len(keys))

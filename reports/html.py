@@ -87,6 +87,56 @@ def geneval_table(runs: Sequence[RunData]) -> str:
     return f"<table><tr><th class=l>tag</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def imgedit_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, str]:
+    """Per edit type (strict and parity), status counts, judge, and a grid: source | edited with the sub-scores."""
+    s = run.summary
+    strict, parity = s.get("strict") or {}, s.get("parity") or {}
+    md_rows = ["| type | score | parity | cases | scored | parse_failed | judge_failed |", "|---" * 7 + "|"]
+    rows = []
+    for t, row in (strict.get("types") or {}).items():
+        p = ((parity.get("types") or {}).get(t) or {}).get("score")
+        cells = [fmt(row.get("score")), fmt(p), row.get("cases"), row.get("scored"), row.get("parse_failed"),
+                 row.get("judge_failed")]
+        rows.append(f"<tr><th class=l>{esc(t)}</th>" + "".join(f"<td>{fmt(c)}</td>" for c in cells) + "</tr>")
+        md_rows.append(f"| {t} | " + " | ".join(fmt(c) for c in cells) + " |")
+    overall = [fmt(strict.get("overall")), fmt(parity.get("overall")), strict.get("cases"), strict.get("scored"),
+               strict.get("parse_failed"), strict.get("judge_failed")]
+    rows.append("<tr><th class=l>overall</th>" + "".join(f"<td>{fmt(c)}</td>" for c in overall) + "</tr>")
+    md_rows.append("| overall | " + " | ".join(fmt(c) for c in overall) + " |")
+    judge = s.get("judge") or {}
+    returned = ", ".join(judge.get("returned_models") or [])
+    head = (f"<h2>ImgEdit: {esc(run.run_id)} ({esc(run.model_name)}), mode {esc(s.get('mode'))}</h2>"
+            f"<p>judge {esc(judge.get('requested_model'))} (returned: {esc(returned)}"
+            f"), requests {esc(judge.get('requests'))}, cost ≈ ${fmt(judge.get('cost_usd'), 2)}</p>")
+    table = ("<table><tr><th class=l>type</th><th>score</th><th>parity</th><th>cases</th><th>scored</th>"
+             "<th>parse_failed</th><th>judge_failed</th></tr>" + "".join(rows) + "</table>")
+    return head + table + imgedit_grid(run, out_dir, limit), "\n".join(md_rows)
+
+
+def imgedit_grid(run: RunData, out_dir: Path, limit: int | None) -> str:
+    """Each case: source | edited, the three sub-scores and the status (a missing image is shown as missing)."""
+    cases_path = run.out / "cases.json"
+    cases = json.loads(cases_path.read_text()) if cases_path.is_file() else {}
+    root = Path(((run.manifest.get("provenance") or {}).get("sources") or {}).get("root", ""))
+    blocks = []
+    for r in run.results[:limit]:
+        source = root / cases.get(r["case"], {}).get("id", "") if cases else None
+        edited = run.out / "images" / r.get("image", f"{r['case']}.png")
+        cells = []
+        for path, what in ((source, "source"), (edited, "edited")):
+            if path is not None and path.is_file():
+                rel = os.path.relpath(path.resolve(), out_dir.resolve())
+                cells.append(f"<div class=cell><img loading=lazy src='{esc(rel)}' alt='{what}'>{what}</div>")
+            else:
+                cells.append(f"<div class=cell><div class=missing>missing</div>{what}</div>")
+        scores = ", ".join(str(x) for x in r.get("scores") or []) or "–"
+        status = r.get("status", "?") + (f": {r['reason']}" if r.get("reason") else "")
+        blocks.append(f"<div class=prompt><p><b>{esc(r['case'])}</b> [{esc(r.get('edit_type'))}] "
+                      f"{esc(cases.get(r['case'], {}).get('prompt', ''))}</p>{''.join(cells)}"
+                      f"<p>scores {esc(scores)} — {esc(status[:120])}</p></div>")
+    return f"<div class=grid>{''.join(blocks)}</div>"
+
+
 def device_tables(run: RunData) -> tuple[str, str]:
     """Latency per variant/steps/resolution (median, p90, U-Net step, peak memory) and a latency-vs-steps plot."""
     from device.results import records_frame, summary_frame
@@ -217,7 +267,11 @@ def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequenc
             note = f" — {missing} image(s) missing, still counted" if missing else ""
             parts.append(f"<h3>Images: {esc(run.run_id)} ({esc(run.model_name)}){esc(note)}</h3>{grid}")
     for run in others:
-        if run.benchmark == "device":
+        if run.benchmark == "imgedit":
+            table, md_table = imgedit_section(run, out_dir, grid_limit)
+            parts.append(table)
+            md += [f"## ImgEdit: {run.run_id}", md_table, ""]
+        elif run.benchmark == "device":
             table, md_table = device_tables(run)
             parts.append(table)
             md += [f"## Device latency: {run.run_id}", md_table, ""]

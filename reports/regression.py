@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.errors import HarnessError
-from reports.compare import Comparison, geneval_paired, latency, verdict
-from reports.runs import RunData, geneval_verdicts, latency_samples
+from reports.compare import Comparison, geneval_paired, latency, paired_mean, verdict
+from reports.runs import RunData, geneval_verdicts, imgedit_case_scores, latency_samples
 
 
 def check_comparable(base: RunData, new: RunData, *, intersection: bool = False) -> list[str]:
@@ -27,6 +27,8 @@ def compare_runs(base: RunData, new: RunData, *, threshold: float = 0.01, inters
     notes = check_comparable(base, new, intersection=intersection)
     if base.benchmark == "device":
         return compare_latency(base, new), notes
+    if base.benchmark == "imgedit":
+        return compare_judge_scores(base, new, threshold=0.1 if threshold == 0.01 else threshold, seed=seed), notes
     if base.benchmark != "geneval":
         raise HarnessError(f"compare: {base.benchmark} has no paired comparison yet (GenEval only)")
     bv, tags, _ = geneval_verdicts(base)
@@ -74,3 +76,23 @@ def compare_latency(base: RunData, new: RunData, *, factor: float = 1.10) -> lis
         raise HarnessError(f"{base.out} and {new.out} measured no common configuration "
                            "(variant, runtime, backend, precision, steps, resolution)")
     return [latency(f"e2e_ms {label}", a[label], b[label], factor=factor) for label in shared]
+
+
+def compare_judge_scores(base: RunData, new: RunData, *, threshold: float = 0.1, seed: int = 0) -> list[Comparison]:
+    """ImgEdit: paired bootstrap on per-case mean judge scores (1-5), overall and per edit type (Holm)."""
+    a, types = imgedit_case_scores(base)
+    b, _ = imgedit_case_scores(new)
+    if not set(a) & set(b):
+        raise HarnessError(f"{base.out} and {new.out} have no case scored in both; nothing to compare")
+    out = [paired_mean("imgedit_overall", a, b, threshold=threshold, seed=seed)]
+    per_type = []
+    for t in sorted({types[c] for c in set(a) & set(b)}):
+        keep = [c for c in a if types.get(c) == t and c in b]
+        per_type.append(paired_mean(f"imgedit_{t}", {c: a[c] for c in keep}, {c: b[c] for c in keep},
+                                    threshold=threshold, seed=seed))
+    adjusted = holm([c.p_value if c.p_value is not None else 1.0 for c in per_type])
+    for c, p in zip(per_type, adjusted, strict=True):
+        significant = p < 0.01 and c.ci95 is not None and not c.ci95[0] <= 0 <= c.ci95[1]
+        out.append(Comparison(c.metric, c.base, c.new, c.delta, c.ci95, p, c.threshold, True,
+                              verdict(c.delta, significant, threshold, True), c.n))
+    return out

@@ -133,3 +133,14 @@ def latency_samples(run: RunData) -> dict[str, list[float]]:
         label = "|".join(str(r.get(k)) for k in CONFIG_KEYS)
         samples.setdefault(label, []).extend(float(x) for x in (r.get("e2e_ms") or []))
     return samples
+
+
+def imgedit_case_scores(run: RunData) -> tuple[dict[str, float], dict[str, str]]:
+    """``(mean judge score per scored case, edit type per case)`` from an ImgEdit results.jsonl."""
+    scores: dict[str, float] = {}
+    types: dict[str, str] = {}
+    for r in run.results:
+        types[r["case"]] = r["edit_type"]
+        if r.get("status") == "scored" and r.get("scores"):
+            scores[r["case"]] = sum(r["scores"]) / len(r["scores"])
+    return scores, types

@@ -12,9 +12,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,16 @@ from harness import __version__
 from harness.distributed import Shard
 from harness.errors import HarnessError
 from harness.runner import run_stage
+from harness.stages import (
+    SINGLE,
+    IncompleteRun,
+    Outcome,
+    Progress,
+    listing,
+    no_progress,
+    open_manifest,
+    shard_token,
+)
 from harness.store import Store
 from harness.units import (
     RecordLog,
@@ -34,35 +42,6 @@ from harness.units import (
     content_hash,
     repair_record_file,
 )
-
-Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
-SINGLE = Shard()
-
-
-@contextmanager
-def no_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress factory that shows nothing (library use and tests)."""
-    yield lambda n: None
-
-
-@dataclass
-class Outcome:
-    """What a run, score or merge produced: where, its run id, and the summary (empty for a shard)."""
-
-    out: Path
-    run_id: str
-    summary: dict[str, Any]
-    generated: int = 0
-    partial: bool = False
-    repaired: list[str] = field(default_factory=list)
-
-
-class IncompleteRun(HarnessError):
-    """Units of a run are not recorded yet; ``names`` lists each of them."""
-
-    def __init__(self, message: str, names: list[str]):
-        super().__init__(message)
-        self.names = names
 
 
 @dataclass
@@ -178,7 +157,7 @@ class GenEval:
         """Generate this shard's images (resumable), then score (resumable); rank 0 writes the results."""
         plan = self.plan(args, model)
         out, run_id, config = plan.out, plan.run_id, plan.config
-        _open_manifest(out, run_id, config, provenance)
+        open_manifest(out, run_id, config, provenance)
         if shard.finalizes:
             store.upsert_run(run_id, self.name, status="generating", model=model.name,
                              model_hash=config["model_hash"], out_dir=str(out), config=config,
@@ -195,7 +174,7 @@ class GenEval:
             return _generate_batch(model, batch, by_id, images_dir)
 
         records_dir = out / "records"
-        with RecordLog(records_dir, "generate", token=_token(shard)) as log:
+        with RecordLog(records_dir, "generate", token=shard_token(shard)) as log:
             already = len(log.read())
             try:
                 with progress("generate", -(-len(units) // shard.count)) as tick:
@@ -224,7 +203,7 @@ class GenEval:
         if missing:
             names = [f"{u.item_id}/samples/{u.sample_index:04d}.png" for u in missing]
             raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.units())} images not generated yet "
-                                f"({_listing(names)}); rerun the same `harness run` (any number of processes, "
+                                f"({listing(names)}); rerun the same `harness run` (any number of processes, "
                                 "or the missing --shard jobs) to generate them", names)
         by_id = {item.folder: item for item in plan.items}
         return [Sample(plan.out / done[u.key]["image"], u.item_id, by_id[u.item_id].metadata, done[u.key]["sha256"])
@@ -287,7 +266,7 @@ class GenEval:
         with progress("score", -(-len(samples) // shard.count)) as tick:
             try:
                 score_samples(samples, scorer, out / "records", batch_size=args.score_batch_size,
-                              shard=(shard.index, shard.count), token=_token(shard), progress=tick)
+                              shard=(shard.index, shard.count), token=shard_token(shard), progress=tick)
             finally:
                 _ingest_scores(store, run_id, scorer.scorer_hash(), out / "records")
         shard.barrier()
@@ -319,7 +298,7 @@ class GenEval:
                 missing.append(name)
         if missing:
             raise IncompleteRun(f"{out}: {len(missing)} of {len(manifest['samples'])} images not scored yet "
-                                f"({_listing(missing)}); rerun the scoring (`harness score geneval --images "
+                                f"({listing(missing)}); rerun the scoring (`harness score geneval --images "
                                 f"{images_dir}`, any number of processes) to finish", missing)
         write_results(records, images_dir, out / "results.jsonl")
         summary = {
@@ -359,50 +338,6 @@ def parse_options(text: str) -> Options:
     if unknown:
         raise HarnessError(f"--options: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     return Options(**values)
-
-
-def _open_manifest(out: Path, run_id: str, config: dict[str, Any], provenance: dict[str, Any]) -> None:
-    """Create ``run.json`` or check that the folder holds this same run (then it resumes)."""
-    path = out / "run.json"
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest.get("run_id") != run_id:
-            old = manifest.get("config", {})
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise HarnessError(
-                f"{out}: holds run {manifest.get('run_id')} made with other settings (differs in: "
-                f"{', '.join(changed)}); rerun with the same settings to resume, or pass another --out"
-            )
-        return
-    manifest = {"run_id": run_id, "config": config, "provenance": provenance, "created": time.time(),
-                "environment": _environment()}
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def _environment() -> dict[str, Any]:
-    import platform
-    from importlib import metadata
-
-    versions = {}
-    for dist in ("torch", "diffusers", "transformers", "open_clip_torch", "accelerate", "numpy", "pillow"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-            "harness": __version__}
-
-
-def _token(shard: Shard) -> str | None:
-    """Record-file token: the shard index first, so each rank's file is recognisable."""
-    import uuid
-
-    return f"r{shard.index}of{shard.count}-{os.getpid()}-{uuid.uuid4().hex[:6]}" if shard.count > 1 else None
-
-
-def _listing(names: list[str], most: int = 10) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "")
 
 
 def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def test_paired_mean_and_latency():
     assert paired_mean("judge", base, {k: v - 0.3 for k, v in base.items()}).verdict == "regression"
     assert paired_mean("judge", base, dict(base)).verdict == "same"
     assert paired_mean("judge", base, {}).verdict == "not comparable"
+    few = {"a": 4.0, "b": 4.0}
+    assert paired_mean("judge", few, {"a": 3.0, "b": 3.0}).verdict == "not significant"  # 2 pairs prove nothing
     import random
 
     rng = random.Random(0)

@@ -84,7 +84,8 @@ def preprocess(
     ``resize="cv2"`` calls ``cv2.resize(INTER_LINEAR)`` on uint8 exactly as mmcv's ``imrescale`` does (so the
     pixels are bit-identical to mmdet's); ``"torch"`` uses bilinear interpolation without antialias and
     rounds, which can differ from cv2's fixed-point arithmetic by one grey level; ``"auto"`` picks cv2 when
-    installed. Normalisation follows mmcv's ``imnormalize`` in float32: ``(x - mean) * (1 / std)``.
+    installed. Padding (128, bottom/right) and normalisation (``(x - mean) * (1 / std)`` in float32) use the same
+    cv2 calls as mmcv's ``impad``/``imnormalize`` on the cv2 path.
     Returns the padded ``(3, H_pad, W_pad)`` tensor and the resized ``(height, width)`` before padding.
     """
     import numpy as np
@@ -98,25 +99,29 @@ def preprocess(
                            f"to {scale[0]}x{scale[1]} (one side would be 0 pixels); crop or pad it")
     pixels = to_rgb_array(image)
     backend = resize_backend() if resize == "auto" else resize
-    if backend == "cv2":
+    pad_h = -new_h % SIZE_DIVISOR
+    pad_w = -new_w % SIZE_DIVISOR
+    if backend == "cv2":  # the very calls of mmcv's imrescale, impad and imnormalize_: bit-identical to mmdet
         import cv2
 
-        if (new_h, new_w) != (height, width):
-            pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+        pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        pixels = cv2.copyMakeBorder(pixels, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        img = pixels.astype(np.float32)
+        # mmdet's Normalize stores mean/std as float32 arrays; imnormalize_ widens them to float64
+        cv2.subtract(img, np.float64(np.array(MMDET_MEAN, np.float32).reshape(1, -1)), img)
+        cv2.multiply(img, 1 / np.float64(np.array(MMDET_STD, np.float32).reshape(1, -1)), img)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None]
     elif backend == "torch":
         x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
         if (new_h, new_w) != (height, width):
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
             x = x.round().clamp(0, 255)  # cv2 resizes uint8 to uint8
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=PAD_VALUE)
+        mean = torch.tensor(MMDET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        stdinv = torch.tensor([1.0 / s for s in MMDET_STD], dtype=torch.float32).view(1, 3, 1, 1)
+        x = (x - mean) * stdinv
     else:
         raise HarnessError(f"resize={resize!r}: use auto, cv2 or torch")
-    pad_h = -new_h % SIZE_DIVISOR
-    pad_w = -new_w % SIZE_DIVISOR
-    x = F.pad(x, (0, pad_w, 0, pad_h), value=PAD_VALUE)
-    mean = torch.tensor(MMDET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    stdinv = torch.tensor([1.0 / s for s in MMDET_STD], dtype=torch.float32).view(1, 3, 1, 1)
-    x = (x - mean) * stdinv
     return x[0].to(device=device, dtype=dtype), (new_h, new_w)
 
 

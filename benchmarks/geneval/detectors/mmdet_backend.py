@@ -7,7 +7,9 @@ built from source, README "mmdet backend") configured to reproduce the 2.x test 
   keys are renamed the way mmdet 3.x's own converter does (``attentions.0`` → ``self_attn``/``cross_attn``,
   ``ffns.0`` → ``ffn``), then loaded strictly;
 * the test pipeline is 2.x's: uint8 image (3.x's config loads float32), keep-ratio cv2 resize to 1333×800, pad to
-  a multiple of 32 with 128 *before* normalisation (3.x pads with 0 after it), normalise, one image per call;
+  a multiple of 32 with 128 *before* normalisation (3.x pads with 0 after it; mmcv 2's ``Pad`` would also mark the
+  padding as image), mmcv's ``Normalize`` (``imnormalize``, as 2.x; the data preprocessor then only stacks), one
+  image per call;
 * model forward, mask upsampling and ``instance_postprocess`` are mmdet's.
 
 Used by the parity tests (``tox -e parity``) and by users who want the reference path.
@@ -18,7 +20,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmarks.geneval.detectors.base import SCALE, SIZE_DIVISOR, Detector, Instances, to_rgb_array
+from benchmarks.geneval.detectors.base import (
+    MMDET_MEAN,
+    MMDET_STD,
+    SCALE,
+    SIZE_DIVISOR,
+    Detector,
+    Instances,
+    to_rgb_array,
+)
 from benchmarks.geneval.detectors.official import (
     OFFICIAL_SHA256_PREFIX,
     SWIN_S,
@@ -56,15 +66,16 @@ def import_mmdet() -> Any:
 
 
 class _Pad2x:
-    """mmdet 2.x ``Pad(size_divisor=32, pad_val=128)`` on the uint8 image, before normalisation.
-
-    Keeps ``img_shape`` at the resized (unpadded) size, as 2.x did, so the head crops the padding off the masks.
+    """mmdet 2.x ``Pad(size_divisor=32, pad_val=dict(img=(128, 128, 128)))`` on the uint8 image, before
+    normalisation. The value is a 3-tuple as in the config: a scalar 128 would pad only the first channel (cv2
+    reads a scalar as (128, 0, 0)). Keeps ``img_shape`` at the resized size, as 2.x did, so the head crops the
+    padding off the masks (mmcv 2's ``Pad`` would set it to the padded size).
     """
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         import mmcv
 
-        results["img"] = mmcv.impad_to_multiple(results["img"], SIZE_DIVISOR, pad_val=128)
+        results["img"] = mmcv.impad_to_multiple(results["img"], SIZE_DIVISOR, pad_val=(128, 128, 128))
         results["pad_shape"] = results["img"].shape[:2]
         return results
 
@@ -82,7 +93,8 @@ def mmdet_config(arch: Arch, config_path: str | None = None) -> Any:
     model = cfg.model
     model.backbone.init_cfg = None  # no download of ImageNet Swin weights: the checkpoint provides everything
     model.backbone.update(embed_dims=arch.embed_dim, depths=list(arch.depths), num_heads=list(arch.num_heads),
-                          window_size=arch.window_size, mlp_ratio=arch.mlp_ratio)
+                          window_size=arch.window_size,
+                          mlp_ratio=int(arch.mlp_ratio) if float(arch.mlp_ratio).is_integer() else arch.mlp_ratio)
     head = model.panoptic_head
     head.update(in_channels=[arch.embed_dim * 2**i for i in range(len(arch.depths))],
                 feat_channels=arch.feat_channels, out_channels=arch.out_channels, num_queries=arch.num_queries,
@@ -101,16 +113,27 @@ def mmdet_config(arch: Arch, config_path: str | None = None) -> Any:
     dec.layer_cfg.ffn_cfg.update(embed_dims=arch.feat_channels, feedforward_channels=arch.decoder_ffn)
     model.panoptic_fusion_head.update(num_things_classes=arch.num_classes, num_stuff_classes=0)
     model.test_cfg.update(panoptic_on=False, semantic_on=False, instance_on=True, max_per_image=100)
+    # 2.x normalised in the pipeline (mmcv.imnormalize, after padding with 128); the model gets that tensor as is
+    model.data_preprocessor.update(mean=None, std=None, bgr_to_rgb=False, pad_size_divisor=SIZE_DIVISOR)
     return cfg
 
 
 def build_mmdet_model(arch: Arch = SWIN_S, device: str = "cpu", config_path: str | None = None) -> Any:
     """An mmdet 3.3 Mask2Former of ``arch`` with mmdet's own weight initialisation (random weights)."""
     import_mmdet()
+    import logging
+
     from mmdet.apis import init_detector
+    from mmengine.logging import MMLogger
 
     model = init_detector(mmdet_config(arch, config_path), checkpoint=None, device=device, palette="none")
-    model.init_weights()
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights logs one line per tensor
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     return model.eval()
 
 
@@ -178,6 +201,7 @@ class MMDetMask2Former(Detector):
             {"type": "mmdet.LoadImageFromNDArray"},  # uint8, as 2.x's LoadImageFromFile (3.x's config: float32)
             {"type": "mmdet.Resize", "scale": SCALE, "keep_ratio": True},  # mmcv.imrescale, cv2 bilinear
             _Pad2x(),
+            {"type": "Normalize", "mean": list(MMDET_MEAN), "std": list(MMDET_STD), "to_rgb": True},  # imnormalize
             {"type": "mmdet.PackDetInputs",
              "meta_keys": ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor", "pad_shape")},
         ])

@@ -499,6 +499,77 @@ def load_mmdet2_state(state: Mapping[str, Any], where: str = "checkpoint", atten
     return model.eval(), arch
 
 
+# ---- mmdet's arithmetic in the Swin backbone ----------------------------------------------------------------------
+
+
+def _mmdet_window_attention(self: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                            **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """mmdet's ``WindowMSA.forward``: one fused qkv matmul, q scaled before q·kᵀ, then + bias, then + mask."""
+    import torch.nn.functional as F
+
+    windows, tokens, channels = hidden_states.shape
+    heads = self.num_attention_heads
+    qkv = F.linear(hidden_states, self.mmdet_qkv_weight, self.mmdet_qkv_bias)
+    qkv = qkv.reshape(windows, tokens, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * self.scaling) @ k.transpose(-2, -1)
+    rpb = self.relative_position_bias
+    bias = rpb.relative_position_bias_table[rpb.relative_position_index].view(tokens, tokens, -1)
+    attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+    if attention_mask is not None:
+        n = attention_mask.shape[0]
+        attn = attn.view(windows // n, n, heads, tokens, tokens) + attention_mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, heads, tokens, tokens)
+    x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(windows, tokens, channels)
+    return self.o_proj(x), None
+
+
+def _mmdet_patch_merging(self: Any, input_feature: torch.Tensor, input_dimensions: tuple[int, int]) -> torch.Tensor:
+    """mmdet's ``PatchMerging``: corner padding, ``nn.Unfold(2, stride 2)`` channel order, LayerNorm, Linear."""
+    import torch.nn.functional as F
+
+    height, width = input_dimensions
+    batch, _, channels = input_feature.shape
+    x = input_feature.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, width % 2, 0, height % 2))
+    x = F.unfold(x, kernel_size=2, stride=2).transpose(1, 2)
+    x = F.layer_norm(x, (4 * channels,), self.mmdet_norm_weight, self.mmdet_norm_bias, self.norm.eps)
+    return F.linear(x, self.mmdet_reduction_weight)
+
+
+def use_mmdet_arithmetic(model: Any) -> Any:
+    """Make the Swin backbone compute exactly as mmdet's does (same operations in the same order).
+
+    transformers' Swin is the same function, but splits qkv into three matmuls, scales after q·kᵀ, adds bias and
+    mask as one tensor and concatenates patch-merging channels in another order: each differs from mmdet in the
+    last float bit, which the masked-attention decoder then amplifies (up to ~5e-5 in scores on random weights).
+    With these forwards our outputs equal mmdet's bit for bit on CPU (see tests/parity). Weights stay in
+    transformers' layout; fused/re-ordered copies are kept as non-persistent buffers (not in the state dict).
+    """
+    import types
+
+    import torch
+    from transformers.models.swin.modeling_swin import SwinAttention, SwinPatchMerging
+
+    for module in model.modules():
+        if isinstance(module, SwinAttention):
+            weight = torch.cat([module.q_proj.weight, module.k_proj.weight, module.v_proj.weight]).detach()
+            bias = torch.cat([module.q_proj.bias, module.k_proj.bias, module.v_proj.bias]).detach()
+            module.register_buffer("mmdet_qkv_weight", weight.clone(), persistent=False)
+            module.register_buffer("mmdet_qkv_bias", bias.clone(), persistent=False)
+            module.forward = types.MethodType(_mmdet_window_attention, module)
+        elif isinstance(module, SwinPatchMerging):
+            module.register_buffer("mmdet_norm_weight", _unconvert([module.norm.weight.detach()], "unfold_n"),
+                                   persistent=False)
+            module.register_buffer("mmdet_norm_bias", _unconvert([module.norm.bias.detach()], "unfold_n"),
+                                   persistent=False)
+            module.register_buffer("mmdet_reduction_weight",
+                                   _unconvert([module.reduction.weight.detach()], "unfold_w"), persistent=False)
+            module.forward = types.MethodType(_mmdet_patch_merging, module)
+    return model
+
+
 # ---- multi-scale deformable attention self-test ---------------------------------------------------------------
 
 
@@ -669,7 +740,7 @@ class OfficialMask2Former(Detector):
         "device": "auto",
         "dtype": "float32",  # float16/bfloat16: CUDA autocast only; labelled, never mixed with fp32 numbers
         "compile": False,  # torch.compile the model (and self-test the compiled deformable attention)
-        "attention": "sdpa",  # Swin window attention kernel: sdpa or eager (same numbers to ~1e-6)
+        "attention": "mmdet",  # Swin arithmetic: mmdet (bit-identical to mmdet on CPU), sdpa or eager (~1e-6 apart)
         "batch": "auto",  # images per forward: 1 on CPU (batching is slower there), 8 on GPU
         "trust_pickle": False,  # allow code in the checkpoint's pickle (only for files you trust)
         "scale": "1333x800",  # mmdet Resize(img_scale=(1333, 800)); only change it for experiments
@@ -691,16 +762,19 @@ class OfficialMask2Former(Detector):
             raise HarnessError(f"--detector-args dtype={self.options['dtype']}: half precision is for CUDA only; "
                                "on CPU the official detector runs in float32 (its parity with mmdet is fp32)")
         self.autocast_dtype = None if dtype == torch.float32 else dtype
-        if self.options["attention"] not in ("sdpa", "eager"):
-            raise HarnessError(f"--detector-args attention={self.options['attention']!r}: use sdpa or eager")
+        if self.options["attention"] not in ("mmdet", "sdpa", "eager"):
+            raise HarnessError(f"--detector-args attention={self.options['attention']!r}: use mmdet, sdpa or eager")
         long_side, _, short_side = str(self.options["scale"]).partition("x")
         self.scale = (int(long_side), int(short_side or long_side))
         batch = self.options["batch"]
         self.batch = (8 if self.device.startswith("cuda") else 1) if batch == "auto" else int(batch)
         path, self.sha256 = resolve_checkpoint(self.options["weights"], self.options["sha256"])
         state, _ = read_checkpoint(path, trust_pickle=bool(self.options["trust_pickle"]))
-        self.model, self.arch = load_mmdet2_state(state, str(path), self.options["attention"])
+        attention = self.options["attention"]
+        self.model, self.arch = load_mmdet2_state(state, str(path), "eager" if attention == "mmdet" else attention)
         del state
+        if attention == "mmdet":
+            use_mmdet_arithmetic(self.model)
         self.label = results_label(self.sha256, self.arch, self.autocast_dtype)  # type: ignore[misc]
         self.weights = str(path)
         self.model.to(self.device)

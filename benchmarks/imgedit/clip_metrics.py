@@ -1,0 +1,85 @@
+"""Offline CLIP metrics for edits (no judge): image similarity, text alignment, edit direction.
+
+Per case, with open_clip (``--clip-metrics ARCH:PRETRAINED``, ``tiny`` = a random tiny CLIP for tests):
+
+* ``clip_i``: cosine(source image, edited image): how much of the source is kept;
+* ``clip_t``: cosine(edited image, instruction text): alignment of the result with the instruction;
+* ``clip_dir``: cosine(edited − source image embedding, instruction text): whether the change points
+  towards the instruction. ImgEdit ships no source/target captions, so this is the instruction-based
+  variant, not the caption-pair directional similarity of StyleGAN-NADA/InstructPix2Pix.
+
+A resumable stage of its own (``records/clip-<hash>-*.jsonl``), one record per case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.units import content_hash
+
+
+class ClipMetrics:
+    """open_clip model (loaded through GenEval's CLIP loader) computing the three cosines in batches."""
+
+    def __init__(self, spec: str, device: str = "auto"):
+        from benchmarks.geneval.colors import ColorClassifier
+
+        clf = ColorClassifier(spec, device=device)
+        self.spec, self.model, self.preprocess = spec, clf.model, clf.preprocess
+        self.tokenizer, self.device = clf.tokenizer, clf.device
+
+    def scorer_hash(self) -> str:
+        return content_hash({"clip_metrics": self.spec, "version": 1}, 12)
+
+    def __call__(self, items: Sequence[tuple[Path, Path, str]]) -> list[dict[str, float]]:
+        """(source path, edited path, instruction) → {clip_i, clip_t, clip_dir} each."""
+        import torch
+        import torch.nn.functional as F
+        from PIL import Image
+
+        def images(paths: list[Path]) -> Any:
+            tensors = []
+            for p in paths:
+                with Image.open(p) as im:
+                    tensors.append(self.preprocess(im.convert("RGB")))
+            return torch.stack(tensors).to(self.device)
+
+        with torch.no_grad():
+            src = F.normalize(self.model.encode_image(images([s for s, _, _ in items])), dim=-1)
+            out = F.normalize(self.model.encode_image(images([e for _, e, _ in items])), dim=-1)
+            txt = F.normalize(self.model.encode_text(self.tokenizer([t for _, _, t in items]).to(self.device)), dim=-1)
+            direction = F.normalize(out - src, dim=-1)
+        return [{"clip_i": float(src[i] @ out[i]), "clip_t": float(out[i] @ txt[i]),
+                 "clip_dir": float(direction[i] @ txt[i])} for i in range(len(items))]
+
+
+def summarize_clip(records: Sequence[dict[str, Any]], spec: str) -> dict[str, Any]:
+    """Means per edit type and over all cases (plain means; no judge involved)."""
+    names = ("clip_i", "clip_t", "clip_dir")
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_type.setdefault(r["edit_type"], []).append(r)
+
+    def means(rows: list[dict[str, Any]]) -> dict[str, float]:
+        return {n: sum(r[n] for r in rows) / len(rows) for n in names}
+    return {"spec": spec, "cases": len(records), "overall": means(list(records)) if records else {},
+            "types": {t: means(rows) for t, rows in by_type.items()}}
+
+
+def run_clip_stage(metrics: ClipMetrics, units: Sequence[Any], out: Path, *, token: str | None,
+                   shard: tuple[int, int], batch_size: int = 16,
+                   progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Resumable CLIP stage over score units (``case``, ``source``, ``image``, ``key``)."""
+    from harness.runner import run_stage
+    from harness.units import RecordLog
+
+    def process(batch: list[Any]) -> list[dict[str, Any]]:
+        values = metrics([(u.source, u.image, u.case.prompt) for u in batch])
+        return [{"key": u.key, "case": u.case.key, "edit_type": u.case.edit_type, **v}
+                for u, v in zip(batch, values, strict=True)]
+
+    with RecordLog(out / "records", f"clip-{metrics.scorer_hash()}", token=token) as log:
+        return run_stage(units, key=lambda u: u.key, process=process, log=log, batch_size=batch_size, shard=shard,
+                         progress=progress)

@@ -1,0 +1,217 @@
+"""`harness run imgedit` / `harness score imgedit` end to end: tiny model, demo cases, loopback judge.
+
+The harness runs as real `python -m harness` subprocesses (so `kill -9` is a real kill) talking to the
+loopback OpenAI peer over HTTP with the real openai client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from harness.store import Store
+
+KEY = "sk-test-loopback"
+
+
+def harness(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_API_KEY": KEY, **(env or {})}
+    out = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True, env=env,
+                         timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(peer: ModuleType):
+    with peer.serve(api_key=KEY) as srv:
+        yield srv
+
+
+def judge_args(url: str, *extra: str) -> list[str]:
+    return ["--judge-base-url", url, "--judge-model", "gpt-4.1", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(server, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("imgedit-ref")
+    before = server.state.requests["/v1/chat/completions"]
+    out = harness("run", "imgedit", "--model", "tiny", "--cases", "demo", "--threads", "1", "--out", "run",
+                  "--store", "h.db", *judge_args(server.url), cwd=cwd)
+    return cwd, cwd / "run", out, server.state.requests["/v1/chat/completions"] - before
+
+
+def test_run_writes_official_layout_summary_store_and_no_key(reference) -> None:
+    from PIL import Image
+
+    from benchmarks.imgedit.data import demo_case_set
+
+    cwd, run, out, requests = reference
+    assert requests == 18
+    assert "ImgEdit-demo — imgedit, mode: strict" in out.stdout and "meaningless" in out.stdout
+    assert "18 = 18 scored + 0 parse_failed + 0 judge_failed" in out.stdout
+    cs = demo_case_set()
+    assert sorted(p.name for p in (run / "images").iterdir()) == sorted(f"{c.key}.png" for c in cs.cases)
+    for c in cs.cases:  # resized back to the source's size
+        with Image.open(run / "images" / f"{c.key}.png") as im, Image.open(cs.source_path(c)) as src:
+            assert im.size == src.size
+    cases = json.loads((run / "cases.json").read_text())
+    assert cases["1"] == {"id": "add/0.png", "prompt": cs.cases[0].prompt, "edit_type": "add"}
+    official = json.loads((run / "result.json").read_text())  # what basic_bench.py writes: key -> answer
+    assert sorted(official, key=int) == [str(i) for i in range(1, 19)]
+    assert all(v.startswith("Brief reasoning:") for v in official.values())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["judge"]["returned_models"] == ["gpt-4.1-2025-04-14"] and summary["judge"]["requests"] == 18
+    assert summary["strict"]["scored"] == 18 and summary["mode"] == "strict" and summary["strict"]["complete"]
+    assert summary["judge"]["cost_usd"] > 0 and summary["judge"]["prompt_tokens"] == 18 * (400 + 2 * 765)
+    results = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    by_type: dict[str, list[float]] = {}
+    for r in results:
+        by_type.setdefault(r["edit_type"], []).append(sum(r["scores"]) / 3)
+    for t, values in by_type.items():
+        assert summary["strict"]["types"][t]["score"] == pytest.approx(sum(values) / len(values))
+    assert summary["overall"] == pytest.approx(sum(sum(v) / len(v) for v in by_type.values()) / 9)
+    with Store(cwd / "h.db") as store:
+        run_id = summary["run_id"]
+        assert len(store.samples(run_id)) == 18 and len(store.scores(run_id)) == 18
+        metrics = store.metrics(run_id)
+        overall = metrics[(metrics.subset == "overall") & (metrics.metric == "imgedit")]["value"].item()
+        assert overall == pytest.approx(summary["overall"])
+    for path in cwd.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in out.stdout + out.stderr
+
+
+def test_rescoring_costs_nothing_and_parity_mode_is_stated(reference, server) -> None:
+    cwd, run, _, _ = reference
+    before = server.state.requests["/v1/chat/completions"]
+    out = harness("score", "imgedit", "--images", "run/images", "--out", "rescore", "--store", "h.db", "--parity",
+                  *judge_args(server.url), cwd=cwd)
+    assert server.state.requests["/v1/chat/completions"] == before
+    assert "mode: parity (official parser + dropping + 2-decimal rounding)" in out.stdout
+    assert "0 requests (0 retries), 18 cached" in out.stdout
+    ref = json.loads((run / "summary.json").read_text())
+    new = json.loads((cwd / "rescore" / "summary.json").read_text())
+    assert new["strict"]["types"] == ref["strict"]["types"] and new["overall"] == ref["parity"]["overall"]
+
+
+def test_kill_during_judging_then_resume_loses_nothing(reference, peer, tmp_path) -> None:
+    _, run, _, _ = reference
+    with peer.serve(api_key=KEY, latency=0.3) as slow:
+        cmd = ["run", "imgedit", "--model", "tiny", "--cases", "demo", "--threads", "1", "--out", "killed",
+               "--store", "h.db", "--judge-concurrency", "1", "--judge-batch-size", "2",
+               "--judge-cache", str(tmp_path / "kill.sqlite"), *judge_args(slow.url)]
+        proc = subprocess.Popen([sys.executable, "-m", "harness", *cmd], cwd=tmp_path,
+                                env={**os.environ, "OPENAI_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and slow.state.requests["/v1/chat/completions"] < 6:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        first = slow.state.requests["/v1/chat/completions"]
+        assert 6 <= first < 18
+        out = harness(*cmd, cwd=tmp_path)
+        total = slow.state.requests["/v1/chat/completions"]
+    assert 18 <= total <= 18 + 1  # concurrency 1: at most the request in flight at the kill is asked again
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    ref = json.loads((run / "summary.json").read_text())
+    assert summary["strict"]["types"] == ref["strict"]["types"]
+    assert summary["judge"]["cache_hits"] >= 1  # answers that arrived before the kill came from the cache
+    assert "18 scored" in out.stdout
+
+
+def test_external_folder_bad_input_and_faults(reference, peer, tmp_path) -> None:
+    _, run, _, _ = reference
+    ext = tmp_path / "ext"
+    shutil.copytree(run / "images", ext)
+    args = ["score", "imgedit", "--images", str(ext), "--cases", "demo", "--store", str(tmp_path / "h.db")]
+    with peer.serve(api_key=KEY, fault=peer.random_faults(0.3, seed=3), hold=1.0) as srv:
+        jargs = judge_args(srv.url, "--judge-timeout", "0.5", "--judge-cache", str(tmp_path / "c.sqlite"))
+        (ext / "5.png").unlink()
+        bad = harness(*args, *jargs, cwd=tmp_path, check=False)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+        assert "1 of 18 case image(s) missing (5.png)" in bad.stderr and "--missing count" in bad.stderr
+        shutil.copy(run / "images" / "5.png", ext / "99.png")
+        bad = harness(*args, *jargs, "--missing", "count", cwd=tmp_path, check=False)
+        assert bad.returncode == 2 and "1 image(s) match no case of ImgEdit-demo (99.png)" in bad.stderr
+        (ext / "99.png").unlink()
+        from PIL import Image
+
+        Image.open(run / "images" / "3.png").resize((10, 10)).save(ext / "3.png")
+        bad = harness(*args, *jargs, "--missing", "count", cwd=tmp_path, check=False)
+        assert bad.returncode == 2 and "3.png 10x10 vs source 96x64" in bad.stderr
+        assert "--size-check allow" in bad.stderr
+        shutil.copy(run / "images" / "3.png", ext / "3.png")
+        out = harness(*args, *jargs, "--missing", "count", "--judge-retries", "8", cwd=tmp_path)
+        assert sum(srv.state.faults.values()) > 0
+    summary = json.loads((ext / "summary.json").read_text())
+    assert summary["strict"]["scored"] == 17 and summary["strict"]["judge_failed"] == 1
+    assert summary["failures"] == [{"case": "5", "edit_type": "extract", "status": "judge_failed",
+                                    "reason": "missing image"}]
+    assert summary["judge"]["retries"] > 0 and "17 scored + 0 parse_failed + 1 judge_failed" in out.stdout
+    ref = json.loads((run / "summary.json").read_text())
+    for t, row in ref["strict"]["types"].items():
+        if t != "extract":
+            assert summary["strict"]["types"][t]["score"] == row["score"]
+
+
+def test_sharded_scoring_then_merge(reference, server, tmp_path, monkeypatch, capsys) -> None:
+    """`--shard i/n` jobs judge disjoint batches; `harness merge` refuses until all are done, then finishes."""
+    from harness.cli import main
+
+    _, run, _, _ = reference
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    ext = tmp_path / "ext"
+    shutil.copytree(run / "images", ext)
+    base = ["score", "imgedit", "--images", str(ext), "--cases", "demo", "--store", str(tmp_path / "h.db"),
+            "--judge-batch-size", "5", *judge_args(server.url)]
+    assert main([*base, "--shard", "0/2"]) == 0
+    assert "shard 0/2" in capsys.readouterr().out
+    assert main(["merge", str(ext), "--store", str(tmp_path / "h.db")]) == 3  # batches of shard 1 missing
+    assert "cases not judged yet" in capsys.readouterr().err
+    assert main([*base, "--shard", "1/2"]) == 0
+    assert main(["merge", str(ext), "--store", str(tmp_path / "h.db")]) == 0
+    merged = json.loads((ext / "summary.json").read_text())
+    ref = json.loads((run / "summary.json").read_text())
+    assert merged["strict"]["types"] == ref["strict"]["types"] and merged["strict"]["scored"] == 18
+    files = sorted(p.name.split("-")[2] for p in (ext / "records").glob("score-*.jsonl"))
+    assert files == ["r0of2", "r1of2"]
+
+
+def test_clip_metrics_offline(reference, server, tmp_path, monkeypatch, capsys) -> None:
+    """CLIP metrics with a tiny random open_clip: an unchanged image scores clip_i 1 and no direction."""
+    from benchmarks.imgedit.data import demo_case_set
+    from harness.cli import main
+
+    _, run, _, _ = reference
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    cs = demo_case_set()
+    same = tmp_path / "same"
+    same.mkdir()
+    for c in cs.cases:
+        shutil.copy(cs.source_path(c), same / f"{c.key}.png")
+    args = ["--cases", "demo", "--clip-metrics", "tiny", "--store", str(tmp_path / "h.db"), *judge_args(server.url)]
+    assert main(["score", "imgedit", "--images", str(same), *args]) == 0
+    assert "CLIP (tiny, no judge)" in capsys.readouterr().out
+    clip = json.loads((same / "summary.json").read_text())["clip"]
+    assert clip["cases"] == 18 and clip["overall"]["clip_i"] == pytest.approx(1.0, abs=1e-5)
+    assert clip["overall"]["clip_dir"] == pytest.approx(0.0, abs=1e-6)
+    assert main(["score", "imgedit", "--images", str(run / "images"), "--out", str(tmp_path / "edited"), *args]) == 0
+    edited = json.loads((tmp_path / "edited" / "summary.json").read_text())["clip"]
+    assert edited["overall"]["clip_i"] < 0.999 and -1 <= edited["overall"]["clip_t"] <= 1
+    assert set(edited["types"]) == set(json.loads((run / "summary.json").read_text())["strict"]["types"])
+    with Store(tmp_path / "h.db") as store:
+        metrics = store.metrics()
+        assert {"clip_i", "clip_t", "clip_dir"} <= set(metrics["metric"])

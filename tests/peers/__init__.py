@@ -1,0 +1,1 @@
+"""Protocol peers for tests: local servers that speak real wire protocols."""
