@@ -46,7 +46,8 @@ def main() -> int:
     if not found:
         pip("install", "-q", "setuptools<81", "wheel", "ninja", "psutil")
         with tempfile.TemporaryDirectory() as tmp:
-            pip("download", "-q", "--no-deps", "--no-binary", ":all:", f"mmcv=={VERSION}", "-d", tmp)
+            pip("download", "-q", "--no-deps", "--no-build-isolation", "--no-binary", ":all:", f"mmcv=={VERSION}",
+                "-d", tmp)  # no isolation: its setup.py needs pkg_resources (setuptools<81)
             (sdist,) = Path(tmp).glob(f"mmcv-{VERSION}.tar.gz")
             with tarfile.open(sdist) as tar:
                 tar.extractall(tmp, filter="data")

@@ -57,10 +57,10 @@ def import_mmdet() -> Any:
         import mmcv
         import mmdet
         from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401  (needs the compiled ops)
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: ops built for another torch (undefined symbols)
         raise HarnessError(
             f"detector 'mmdet' needs mmdet 3.3 with mmcv 2.1 and its compiled ops ({exc}); install them with "
-            "pip install '.[mmdet]' after building mmcv from source (README, 'mmdet backend'), or use "
+            "pip install '.[mmdet]' && python scripts/install_mmcv.py (README, 'mmdet backend'), or use "
             "--detector mask2former-official (same checkpoint, no mmcv)") from None
     return mmdet, mmcv
 

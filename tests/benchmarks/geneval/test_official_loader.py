@@ -57,8 +57,10 @@ def images() -> list[Image.Image]:
 
 def test_roundtrip_through_official_layout_gives_identical_detections(tiny_checkpoint):
     model, path, _ = tiny_checkpoint
-    det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200")
-    assert det.arch == TINY and det.label == O.UNVERIFIED_LABEL  # not the official file: never labelled official
+    # transformers' own arithmetic, so that the reloaded model must equal the original bit for bit
+    det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", attention="sdpa")
+    assert det.arch == TINY and det.label.startswith(O.UNVERIFIED_LABEL)  # not the official file: never official
+    assert det.label.endswith("[scale 333x200]")
     assert det.fingerprint()["checkpoint_sha256"] == sha256_file(path)
     imgs = images()
     got = det.detect_raw(imgs)
@@ -77,6 +79,32 @@ def test_roundtrip_through_official_layout_gives_identical_detections(tiny_check
     dets = det.detect(imgs, min_score=0.3)
     assert any(dets) and all(set(d) <= set(CLASS_NAMES) for d in dets)
     assert all(x.score > 0 for d in dets for xs in d.values() for x in xs)
+
+
+def test_mmdet_arithmetic_computes_the_same_function(tiny_checkpoint):
+    """mmdet's operation order in the Swin backbone: the same network up to float rounding (bit-exactness with
+    mmdet itself is checked by the parity env)."""
+    model, path, _ = tiny_checkpoint
+    det = load(path)
+    assert det.options["attention"] == "mmdet"
+    x = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = det.model(pixel_values=x), model(pixel_values=x)
+    assert torch.allclose(a.masks_queries_logits, b.masks_queries_logits, atol=1e-3)
+    assert torch.allclose(a.class_queries_logits, b.class_queries_logits, atol=1e-3)
+    assert "mmdet_qkv_weight" not in det.model.state_dict()  # derived copies never leak into checkpoints
+
+
+def test_mask_boxes_match_the_per_mask_definition():
+    from benchmarks.geneval.detectors.base import mask_box, mask_boxes
+
+    masks = torch.rand(40, 37, 53, generator=torch.Generator().manual_seed(0)) > 0.997
+    masks[3] = False
+    masks[4] = True
+    expected = torch.tensor([mask_box(m) for m in masks])
+    assert torch.equal(mask_boxes(masks), expected)
+    assert tuple(mask_boxes(masks)[3].tolist()) == (0, 0, 0, 0) and tuple(expected[4].tolist()) == (0, 0, 53, 37)
+    assert mask_boxes(torch.zeros(0, 5, 5, dtype=torch.bool)).shape == (0, 4)
 
 
 def test_swin_s_key_map_covers_the_real_architecture():
@@ -217,6 +245,19 @@ def test_msda_reference_agrees_with_grid_sample_implementation():
     assert torch.allclose(ref.float(), fast, atol=1e-5)
 
 
+def test_fast_deformable_attention_is_bit_identical_to_the_mmcv_formulation():
+    from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
+
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(7, 9), (4, 5), (2, 3)]
+    for batch in (1, 3):
+        value = torch.randn(batch, sum(h * w for h, w in shapes), 4, 8, generator=gen)
+        loc = torch.rand(batch, 30, 4, 3, 4, 2, generator=gen) * 1.4 - 0.2
+        weights = torch.rand(batch, 30, 4, 3, 4, generator=gen)
+        assert torch.equal(O.msda_fast(value, shapes, loc, weights),
+                           multi_scale_deformable_attention(value, shapes, loc, weights))
+
+
 def test_selftest_refuses_to_score_with_a_broken_deformable_attention(tiny_checkpoint, monkeypatch):
     from transformers.models.mask2former import modeling_mask2former as m2f
 
@@ -226,10 +267,15 @@ def test_selftest_refuses_to_score_with_a_broken_deformable_attention(tiny_check
     def garbage(value, shapes, locations, weights):  # what an unsupported CUDA kernel returns: plausible noise
         return real(value, shapes, locations, weights) * 0.5
 
-    monkeypatch.setattr(m2f, "multi_scale_deformable_attention", garbage)
+    monkeypatch.setattr(m2f, "multi_scale_deformable_attention", garbage)  # transformers' kernel (attention=sdpa)
     with pytest.raises(HarnessError, match="self-test failed: multi-scale deformable attention on cpu"):
+        O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", attention="sdpa")
+    fast = O.msda_fast
+    monkeypatch.setattr(O, "msda_fast", lambda *a: fast(*a).roll(1, dims=1))  # ours (default): a misplaced index
+    with pytest.raises(HarnessError, match="refusing to score"):
         load(path)
     monkeypatch.setattr(m2f, "multi_scale_deformable_attention", real)
+    monkeypatch.setattr(O, "msda_fast", fast)
     assert load(path).selftest_error < 1e-5
 
 
@@ -250,6 +296,46 @@ def test_image_modes_and_sizes(tiny_checkpoint):
         det.detect_raw([Image.new("RGB", (5000, 1))])
     (odd,) = det.detect_raw([Image.new("RGB", (33, 17), (200, 10, 10))])
     assert odd.masks.shape[1:] == (17, 33)
+
+
+def test_checkpoint_urls_need_a_digest_and_fail_offline_with_the_fix(tiny_checkpoint, monkeypatch, tmp_path):
+    import http.server
+    import threading
+    from functools import partial
+
+    _, path, _ = tiny_checkpoint
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(HarnessError, match="a URL needs sha256=HEX"):
+        O.resolve_checkpoint("http://127.0.0.1:9/x.pth", None)
+    with pytest.raises(HarnessError, match="offline, pass a local copy with --detector-args weights PATH"):
+        O.resolve_checkpoint("http://127.0.0.1:9/x.pth", "743b7d99")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+        digest = sha256_file(path)
+        got, full = O.resolve_checkpoint(url, digest[:8])  # a prefix pin, as OpenMMLab publishes them
+        assert full == digest and got.read_bytes() == path.read_bytes() and got != path
+        with pytest.raises(HarnessError, match="sha256 mismatch"):
+            O.resolve_checkpoint(url.replace(path.name, path.name), "00000000")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_memory_reuse_switches_glibc_malloc_and_back():
+    import ctypes
+    import platform
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("no glibc mallopt here")
+    assert platform.system() == "Linux"
+    assert O.reuse_freed_memory(True) is True
+    assert O.reuse_freed_memory(False) is True
 
 
 def test_digest_prefix_pins(tmp_path):
