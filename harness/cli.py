@@ -200,6 +200,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         outcome = bench.merge(out, store, scorer_hash=args.scorer)
     for path in outcome.repaired:
         print(f"repaired {path}: dropped a line cut short by a crash (its unit was not counted)")
+    if not outcome.summary:
+        print(f"{out}: every image is generated; not scored yet: `harness score {name} --images {out / 'images'}` "
+              f"(or --shard I/N jobs), then `harness merge {out}`")
+        return 0
     print_outcome(bench, outcome, store.path)
     return 0
 

@@ -322,6 +322,11 @@ class GenEval:
             plan = RunPlan.from_manifest(out)
             self._generated_samples(plan)
             store.add_samples(plan.run_id, RecordLog(out / "records", "generate").read().values())
+            if scorer_hash is None and not any(out.glob("scoring-*.json")):  # generated with --no-score
+                store.upsert_run(plan.run_id, self.name, status="generated")
+                outcome = Outcome(out, plan.run_id, {}, 0)
+                outcome.repaired = repaired
+                return outcome
         summary = self.finalize(out, store, scorer_hash=scorer_hash)
         outcome = Outcome(out, summary["run_id"], summary)
         outcome.repaired = repaired
@@ -354,6 +359,7 @@ def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:
 def _generate_batch(model: Any, batch: list[WorkUnit], items: dict[str, PromptItem],
                     images_dir: Path) -> list[dict[str, Any]]:
     prompts = [items[u.item_id].prompt for u in batch]
+    getattr(model, "ensure_loaded", lambda: None)()  # loading is not per-image time
     start = time.perf_counter()
     images = model.generate(prompts, [u.seed for u in batch])
     seconds = (time.perf_counter() - start) / len(batch)

@@ -387,6 +387,11 @@ class ImgEdit:
             manifest = json.loads((out / "run.json").read_text())
             _check_generated(out, None, keys=manifest["config"]["cases"]["keys"])
             store.add_samples(manifest["run_id"], RecordLog(out / "records", "generate").read().values())
+            if scorer_hash is None and not any(out.glob("scoring-*.json")):  # edited with --no-score
+                store.upsert_run(manifest["run_id"], self.name, status="generated")
+                outcome = Outcome(out, manifest["run_id"], {}, 0)
+                outcome.repaired = repaired
+                return outcome
         summary = self.finalize(out, store, scorer_hash=scorer_hash)
         outcome = Outcome(out, summary["run_id"], summary)
         outcome.repaired = repaired
@@ -402,6 +407,7 @@ def _edit_batch(model: Any, batch: list[WorkUnit], cases: dict[str, Case], case_
     for unit in batch:
         with Image.open(case_set.source_path(cases[unit.item_id])) as im:
             sources.append(im.convert("RGB"))
+    getattr(model, "ensure_loaded", lambda: None)()  # loading is not per-image time
     start = time.perf_counter()
     images = model.edit(sources, [cases[u.item_id].prompt for u in batch], [u.seed for u in batch])
     seconds = (time.perf_counter() - start) / len(batch)

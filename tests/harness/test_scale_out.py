@@ -127,6 +127,9 @@ def test_independent_shards_then_merge_reports_missing_units_exactly(single, tmp
     assert not (tmp_path / "run" / "summary.json").exists()
 
     sh(harness(*ARGS, "--out", "run", "--shard", "1/2"), tmp_path)
+    merged = sh(harness("merge", "run"), tmp_path)  # all generated, nothing scored: says so, exit 0
+    assert "every image is generated; not scored yet: `harness score geneval --images run/images`" in merged.stdout
+    assert not (tmp_path / "run" / "summary.json").exists()
     score = ["score", "geneval", "--images", "run/images", "--detector", "tiny", "--clip", "tiny", "--no-progress",
              "--score-batch-size", "2", "--threads", "1"]
     sh(harness(*score, "--shard", "1/2"), tmp_path)
