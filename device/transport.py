@@ -5,7 +5,10 @@
 * ``bulk_read`` raises ``ConnectionResetError`` on EOF instead of busy-looping until ``read_timeout_s``.
 
 adb-shell also sums every packet's bytes in pure Python (~7 ms per MiB, the push bottleneck); building the
-class installs an identical numpy byte sum in its place (:func:`install_fast_checksum`).
+class installs an identical numpy byte sum in its place (:func:`install_fast_checksum`). And adb-shell
+announces protocol version 0x01000000, so both ends checksum every packet; our device class announces
+0x01000001 (``A_VERSION_SKIP_CHECKSUM``, what Google's adb and Android 9+ adbd speak) and, once the device's
+CNXN says it speaks it too, neither computes nor checks payload checksums (an older device keeps them).
 
 adb_shell is imported lazily (the class is built on first use) so importing ``device`` stays cheap.
 """
@@ -106,8 +109,14 @@ def pipelined_adb_device_class() -> type:
     from adb_shell.adb_device import AdbDevice
     from adb_shell.adb_message import AdbMessage
 
+    io_manager = skip_checksum_io_manager_class()
+
     class PipelinedAdbDevice(AdbDevice):
-        """AdbDevice with a deferred OKAY wait after each sync WRTE."""
+        """AdbDevice with a deferred OKAY wait after each sync WRTE (and checksums skipped where allowed)."""
+
+        def __init__(self, transport: Any, *args: Any, **kwargs: Any):
+            super().__init__(transport, *args, **kwargs)
+            self._io_manager = io_manager(transport)
 
         def _settle(self, adb_info: Any) -> None:
             if getattr(adb_info, "okay_pending", False):
@@ -129,3 +138,60 @@ def pipelined_adb_device_class() -> type:
             return super()._filesync_read(expected_ids, adb_info, filesync_info)
 
     return PipelinedAdbDevice
+
+
+VERSION_SKIP_CHECKSUM = 0x01000001  # ADB's A_VERSION_SKIP_CHECKSUM (Android 9+)
+
+
+@cache
+def skip_checksum_io_manager_class() -> type:
+    """adb-shell's packet layer, negotiating ``A_VERSION_SKIP_CHECKSUM`` as Google's adb does.
+
+    Our CNXN announces 0x01000001 and carries a checksum (the device's version is not known yet), as do
+    AUTH replies. The version in use is the lower of both CNXNs: from 0x01000001 on, payload checksums are
+    sent as 0 and not checked; below it, every packet is checksummed and checked as before. A zero checksum
+    on a handshake packet (AUTH, CNXN) is accepted because a newer adbd already omits it there.
+    """
+    import struct
+
+    from adb_shell import constants, exceptions
+    from adb_shell.adb_device import _AdbIOManager
+    from adb_shell.adb_message import int_to_cmd, unpack
+
+    install_fast_checksum()
+    handshake = {constants.AUTH, constants.CNXN}
+    wire_cnxn = constants.ID_TO_WIRE[constants.CNXN]  # AdbMessage.command holds the wire value
+
+    class SkipChecksumIOManager(_AdbIOManager):
+        skip_checksum = False
+        device_version = 0
+
+        def _send(self, msg: Any, adb_info: Any) -> None:
+            if msg.command == wire_cnxn:  # a new connection: announce 0x01000001, checksum until told
+                msg.arg0 = max(msg.arg0, VERSION_SKIP_CHECKSUM)
+                self.skip_checksum = False
+            check = 0 if self.skip_checksum else fast_checksum(msg.data)
+            header = struct.pack(constants.MESSAGE_FORMAT, msg.command, msg.arg0, msg.arg1, len(msg.data), check,
+                                 msg.magic)
+            self._transport.bulk_write(header, adb_info.transport_timeout_s)
+            if msg.data:
+                self._transport.bulk_write(msg.data, adb_info.transport_timeout_s)
+
+        def _read_packet_from_device(self, adb_info: Any) -> tuple[Any, int, int, bytes]:
+            cmd, arg0, arg1, length, check = unpack(self._read_bytes_from_device(constants.MESSAGE_SIZE, adb_info))
+            command = constants.WIRE_TO_ID.get(cmd)
+            if not command:
+                raise exceptions.InvalidCommandError(
+                    f"Unknown command: {cmd} = {int_to_cmd(cmd)!r} (arg0 = {arg0}, arg1 = {arg1})")
+            if command == constants.CNXN:
+                self.device_version = arg0
+                self.skip_checksum = min(arg0, VERSION_SKIP_CHECKSUM) >= VERSION_SKIP_CHECKSUM
+            if length == 0:
+                return command, arg0, arg1, b""
+            data = self._read_bytes_from_device(length, adb_info)
+            lenient = self.skip_checksum or (command in handshake and check == 0)
+            if not lenient and fast_checksum(data) != check:
+                raise exceptions.InvalidChecksumError(f"Received checksum {fast_checksum(data)} != {check}")
+            return command, arg0, arg1, data
+
+    return SkipChecksumIOManager

@@ -203,3 +203,24 @@ def test_fast_checksum_matches_adb_shell():
     for data in (b"", b"\xff" * 5, os.urandom(1 << 20), bytearray(os.urandom(70000)), "host::x\0"):
         assert fast_checksum(data) == original(data)
     assert fast_checksum(b"\xff" * (1 << 24 | 1)) == (255 * (1 << 24 | 1)) & 0xFFFFFFFF  # wraps mod 2**32
+
+
+@pytest.mark.parametrize("version", [0x01000000, 0x01000001])
+def test_checksums_skipped_only_when_both_ends_speak_0x01000001(sandbox, adb_key, tmp_path, version):
+    """Android 9+ adbd (0x01000001): no payload checksums after the handshake; an older one checks them all."""
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(3 << 20 | 123))
+    with FakeAdbd(sandbox, known_keys=[Path(str(adb_key) + ".pub").read_bytes()], version=version) as adbd:
+        dev = make_device(adbd, adb_key)
+        dev.connect()
+        skip = version >= 0x01000001
+        assert dev._dev._io_manager.skip_checksum is skip
+        handshake = dict(adbd.payload_checksums)  # CNXN and AUTH signature: always summed
+        assert handshake == {"zero": 0, "summed": 2}
+        dev.run(f"mkdir -p {dev.workdir}", check=True)
+        dev._push(blob, f"{dev.workdir}/blob.bin", 30)
+        assert Path(f"{dev.workdir}/blob.bin").read_bytes() == blob.read_bytes()  # the old adbd verified every sum
+        assert dev.run("echo ok").stdout == "ok\n"
+        after = {k: adbd.payload_checksums[k] - handshake[k] for k in handshake}
+        assert after["zero" if skip else "summed"] > 5 and after["summed" if skip else "zero"] == 0
+        dev.close()

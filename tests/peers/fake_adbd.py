@@ -38,7 +38,8 @@ def _cmd(name: bytes) -> int:
 A_SYNC, A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
     _cmd(c) for c in (b"SYNC", b"CNXN", b"AUTH", b"OPEN", b"OKAY", b"CLSE", b"WRTE"))
 AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
-VERSION = 0x01000001
+VERSION = 0x01000001  # A_VERSION_SKIP_CHECKSUM: Android 9+ adbd
+VERSION_SKIP_CHECKSUM = 0x01000001
 MAX_SYNC_DATA = 64 * 1024
 
 
@@ -49,9 +50,10 @@ def byte_sum(data: bytes) -> int:
     return int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFFFFFF
 
 
-def pack(cmd: int, arg0: int, arg1: int, data: bytes = b"") -> bytes:
-    """One ADB packet: 6 little-endian u32 (checksum = byte sum, magic = ~cmd) + payload."""
-    return struct.pack("<6I", cmd, arg0, arg1, len(data), byte_sum(data), cmd ^ 0xFFFFFFFF) + data
+def pack(cmd: int, arg0: int, arg1: int, data: bytes = b"", checksum: bool = True) -> bytes:
+    """One ADB packet: 6 little-endian u32 (checksum = byte sum or 0 when skipped, magic = ~cmd) + payload."""
+    check = byte_sum(data) if checksum else 0
+    return struct.pack("<6I", cmd, arg0, arg1, len(data), check, cmd ^ 0xFFFFFFFF) + data
 
 
 def parse_mincrypt_pubkey(text: bytes):  # -> RSAPublicKey
@@ -85,14 +87,20 @@ class Conn:
         self.streams: dict[int, Stream] = {}
         self.next_id = 1
         self.maxdata = server.maxdata
+        self.protocol = 0  # min(host's CNXN version, ours) once the host's CNXN arrives
         self.online = False
         self.token = b""
         self.alive = True
 
+    @property
+    def skip_checksum(self) -> bool:
+        """Both ends speak ``A_VERSION_SKIP_CHECKSUM``: payload checksums are sent as 0 and not checked."""
+        return self.protocol >= VERSION_SKIP_CHECKSUM
+
     # -- io --------------------------------------------------------------------------------------------
     def send(self, cmd: int, a0: int, a1: int, data: bytes = b"") -> None:
         with self.send_lock:
-            self.sock.sendall(pack(cmd, a0, a1, data))
+            self.sock.sendall(pack(cmd, a0, a1, data, checksum=not self.skip_checksum))
 
     def recv_exact(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -123,8 +131,10 @@ class Conn:
                 if magic != cmd ^ 0xFFFFFFFF:
                     raise ConnectionError("bad magic")
                 data = self.recv_exact(length) if length else b""
-                if check and byte_sum(data) != check:
+                if not self.skip_checksum and byte_sum(data) != check:  # a host CNXN is always checked
                     raise ConnectionError("bad checksum")
+                if data:
+                    self.server.payload_checksums["zero" if check == 0 else "summed"] += 1
                 self.handle(cmd, a0, a1, data)
         except (OSError, ConnectionError, struct.error):
             pass
@@ -136,6 +146,7 @@ class Conn:
         srv = self.server
         if cmd == A_CNXN:
             self.maxdata = min(srv.maxdata, a1 or srv.maxdata)
+            self.protocol = min(a0, srv.version)  # as adbd: from here on, checksums per the lower version
             if srv.known_keys is None:
                 self.online = True
                 self.send(A_CNXN, srv.version, srv.maxdata, srv.banner)
@@ -381,6 +392,7 @@ class FakeAdbd:
         self.accept_new_keys = accept_new_keys
         self.offered_keys: list[bytes] = []
         self.nodelay, self.version, self.maxdata, self.sndbuf = nodelay, version, maxdata, sndbuf
+        self.payload_checksums = {"zero": 0, "summed": 0}  # received packets with a payload, by checksum
         self.banner = f"device::ro.product.name=houji;ro.product.model={model};ro.product.device=houji;\0".encode()
         path = os.pathsep.join([*(path_prepend or []), os.environ.get("PATH", "/usr/bin:/bin")])
         self.env = {**os.environ, **(env or {}), "PATH": path, "FAKE_ADBD_SANDBOX": str(self.sandbox)}
