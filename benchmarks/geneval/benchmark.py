@@ -324,9 +324,7 @@ class GenEval:
             store.add_samples(plan.run_id, RecordLog(out / "records", "generate").read().values())
             if scorer_hash is None and not any(out.glob("scoring-*.json")):  # generated with --no-score
                 store.upsert_run(plan.run_id, self.name, status="generated")
-                outcome = Outcome(out, plan.run_id, {}, 0)
-                outcome.repaired = repaired
-                return outcome
+                return Outcome(out, plan.run_id, {}, repaired=repaired)
         summary = self.finalize(out, store, scorer_hash=scorer_hash)
         outcome = Outcome(out, summary["run_id"], summary)
         outcome.repaired = repaired

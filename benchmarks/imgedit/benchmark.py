@@ -389,9 +389,7 @@ class ImgEdit:
             store.add_samples(manifest["run_id"], RecordLog(out / "records", "generate").read().values())
             if scorer_hash is None and not any(out.glob("scoring-*.json")):  # edited with --no-score
                 store.upsert_run(manifest["run_id"], self.name, status="generated")
-                outcome = Outcome(out, manifest["run_id"], {}, 0)
-                outcome.repaired = repaired
-                return outcome
+                return Outcome(out, manifest["run_id"], {}, repaired=repaired)
         summary = self.finalize(out, store, scorer_hash=scorer_hash)
         outcome = Outcome(out, summary["run_id"], summary)
         outcome.repaired = repaired

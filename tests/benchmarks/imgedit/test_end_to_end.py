@@ -215,3 +215,22 @@ def test_clip_metrics_offline(reference, server, tmp_path, monkeypatch, capsys) 
     with Store(tmp_path / "h.db") as store:
         metrics = store.metrics()
         assert {"clip_i", "clip_t", "clip_dir"} <= set(metrics["metric"])
+
+
+def test_merge_of_an_unjudged_run_checks_the_edits(reference, tmp_path, capsys) -> None:
+    """`harness merge` after edit-only jobs: every edit there → says how to judge; one missing → exit 3 naming it."""
+    from harness.cli import main
+
+    _, run, _, _ = reference
+    gen = tmp_path / "gen"
+    shutil.copytree(run, gen, ignore=shutil.ignore_patterns("score-*", "scoring-*", "results.jsonl", "result.json",
+                                                            "summary.json"))
+    store = ["--store", str(tmp_path / "h.db")]
+    assert main(["merge", str(gen), *store]) == 0
+    assert f"every image is generated; not scored yet: `harness score imgedit --images {gen / 'images'}`" in \
+        capsys.readouterr().out
+    assert not (gen / "summary.json").exists()
+    victim = sorted((gen / "images").glob("*.png"))[0]
+    victim.unlink()
+    assert main(["merge", str(gen), *store]) == 3
+    assert victim.stem in capsys.readouterr().err
