@@ -164,7 +164,6 @@ def skip_checksum_io_manager_class() -> type:
 
     class SkipChecksumIOManager(_AdbIOManager):
         skip_checksum = False
-        device_version = 0
 
         def _send(self, msg: Any, adb_info: Any) -> None:
             if msg.command == wire_cnxn:  # a new connection: announce 0x01000001, checksum until told
@@ -184,7 +183,6 @@ def skip_checksum_io_manager_class() -> type:
                 raise exceptions.InvalidCommandError(
                     f"Unknown command: {cmd} = {int_to_cmd(cmd)!r} (arg0 = {arg0}, arg1 = {arg1})")
             if command == constants.CNXN:
-                self.device_version = arg0
                 self.skip_checksum = min(arg0, VERSION_SKIP_CHECKSUM) >= VERSION_SKIP_CHECKSUM
             if length == 0:
                 return command, arg0, arg1, b""
