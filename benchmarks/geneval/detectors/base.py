@@ -227,13 +227,3 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     boxes = torch.stack([x0, y0, x1, y1], 1).float()
     return boxes * x_any.any(1, keepdim=True)
 
-
-def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
-    """Tight box ``[x_min, y_min, x_max + 1, y_max + 1]`` of a bool mask; all zeros when empty."""
-    import torch
-
-    ys = torch.nonzero(mask.any(dim=1)).flatten()
-    xs = torch.nonzero(mask.any(dim=0)).flatten()
-    if len(xs) == 0:
-        return (0.0, 0.0, 0.0, 0.0)
-    return (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))

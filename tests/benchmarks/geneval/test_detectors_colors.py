@@ -9,7 +9,7 @@ from PIL import Image
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.colors import ColorClassifier, color_crop
-from benchmarks.geneval.detectors.base import instance_postprocess, mask_box, preprocess, rescaled_size
+from benchmarks.geneval.detectors.base import instance_postprocess, mask_boxes, preprocess, rescaled_size
 from benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former, build_tiny_mask2former
 from benchmarks.geneval.rules import COLORS, Detection
 from harness.errors import HarnessError
@@ -87,11 +87,10 @@ def test_mask_upsampled_twice_to_original_size():
     assert car.box[0] == 0 and car.box[2] == 512 and 250 <= car.box[3] <= 262
 
 
-def test_mask_box_empty_and_full():
-    assert mask_box(torch.zeros(4, 4, dtype=torch.bool)) == (0.0, 0.0, 0.0, 0.0)
-    m = torch.zeros(5, 6, dtype=torch.bool)
-    m[1:3, 2:5] = True
-    assert mask_box(m) == (2.0, 1.0, 5.0, 3.0)
+def test_mask_boxes_empty_and_full():
+    m = torch.zeros(2, 5, 6, dtype=torch.bool)
+    m[1, 1:3, 2:5] = True
+    assert mask_boxes(m).tolist() == [[0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 5.0, 3.0]]
 
 
 def test_tiny_detector_roundtrips_through_real_from_pretrained(tmp_path):

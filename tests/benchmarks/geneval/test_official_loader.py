@@ -95,15 +95,25 @@ def test_mmdet_arithmetic_computes_the_same_function(tiny_checkpoint):
     assert "mmdet_qkv_weight" not in det.model.state_dict()  # derived copies never leak into checkpoints
 
 
+def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
+    """The definition, one mask at a time: ``[x_min, y_min, x_max + 1, y_max + 1]``, zeros when empty."""
+    ys = torch.nonzero(mask.any(dim=1)).flatten()
+    xs = torch.nonzero(mask.any(dim=0)).flatten()
+    if len(xs) == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    return (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
+
+
 def test_mask_boxes_match_the_per_mask_definition():
-    from benchmarks.geneval.detectors.base import mask_box, mask_boxes
+    from benchmarks.geneval.detectors.base import mask_boxes
 
     masks = torch.rand(40, 37, 53, generator=torch.Generator().manual_seed(0)) > 0.997
     masks[3] = False
     masks[4] = True
     expected = torch.tensor([mask_box(m) for m in masks])
-    assert torch.equal(mask_boxes(masks), expected)
-    assert tuple(mask_boxes(masks)[3].tolist()) == (0, 0, 0, 0) and tuple(expected[4].tolist()) == (0, 0, 53, 37)
+    boxes = mask_boxes(masks)
+    assert torch.equal(boxes, expected)
+    assert boxes[3].tolist() == [0, 0, 0, 0] and boxes[4].tolist() == [0, 0, 53, 37]
     assert mask_boxes(torch.zeros(0, 5, 5, dtype=torch.bool)).shape == (0, 4)
 
 
