@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 #: a safe path component: letters, digits and ``._-+@=,`` plus spaces inside; not starting with a dot or dash
 _NAME = re.compile(r"^[A-Za-z0-9_+@=,][A-Za-z0-9_.+@=, -]{0,199}$")

@@ -1,0 +1,1 @@
+"""The contracts between the engine and what plugs into it: models, benchmarks, scorers, report sections."""
