@@ -4,6 +4,10 @@ A backend supplies four primitives (``_shell``, ``_push``, ``_pull``, ``connect`
 else — exit codes through a sentinel, content-addressed pushes verified by ``sha256sum`` on the device,
 detached runs with a pid/rc/done run folder, polling, killing, the boot id — is plain shell run through
 them, so the adb-shell, adb-binary and local backends behave the same.
+
+Every command line is built from argv lists by :func:`sh_join` (each word quoted by :func:`q`); only shell
+operators (``&&``, ``;``, redirections) are written literally, so no value (a path, a name) is ever parsed
+as shell syntax.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import io
 import shlex
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from device.errors import CommandFailed, CommandTimeout, DeviceDisconnected, DeviceError
+from device.errors import CommandFailed, CommandTimeout, ConfigError, DeviceDisconnected, DeviceError
 
 SENTINEL = "__RC__="
 DEFAULT_WORKDIR = "/data/local/tmp/bench"
@@ -72,15 +77,32 @@ class CommandResult:
 
 @dataclass
 class RunState:
-    """State of a detached run folder on the device."""
+    """State of a detached run folder on the device.
 
-    state: Literal["running", "exited", "lost", "absent"]
+    ``unlaunched``: the folder exists but ``run.sh`` never started in it (no pid), so it was not an attempt.
+    """
+
+    state: Literal["running", "exited", "lost", "absent", "unlaunched"]
     exit_code: int | None = None
 
 
-def q(text: str) -> str:
-    """Shell-quote for the device's sh (mksh and dash agree on single quotes)."""
-    return shlex.quote(text)
+def q(word: object) -> str:
+    """One shell word, quoted for the device's sh (mksh, dash and bash agree on single quotes)."""
+    return shlex.quote(str(word))
+
+
+def sh_join(argv: Iterable[object]) -> str:
+    """A command line from an argv list: every word quoted by :func:`q`."""
+    return " ".join(q(word) for word in argv)
+
+
+def device_path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a device folder (``workdir``, ``sysroot``), or None if it can."""
+    if not isinstance(path, str):
+        return f"must be a string, got {type(path).__name__}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "contains a control character (newline, tab, NUL...); give a plain path"
+    return None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -111,6 +133,9 @@ class ShellDevice:
     transport = "none"
 
     def __init__(self, serial: str, *, workdir: str = DEFAULT_WORKDIR, sysroot: str = ""):
+        for what, value in (("workdir", workdir), ("sysroot", sysroot)):
+            if why := device_path_problem(value):
+                raise ConfigError(f"{serial}: {what} {value!r} {why}")
         self.serial = serial
         self.workdir = workdir.rstrip("/") or "/"
         self.sysroot = sysroot.rstrip("/")
@@ -168,7 +193,8 @@ class ShellDevice:
 
     def sha256(self, remote: str) -> str | None:
         """The device-side sha256 of a file, or None if it does not exist."""
-        res = self.run(f"[ -f {q(remote)} ] && sha256sum {q(remote)}", timeout_s=120)
+        # hashed from stdin: sha256sum escapes a file name holding a backslash or newline with a leading '\\'
+        res = self.run(f"{sh_join(['test', '-f', remote])} && sha256sum < {q(remote)}", timeout_s=120)
         if res.exit_code != 0 or not res.stdout.strip():
             return None
         return res.stdout.split()[0].lower()
@@ -185,9 +211,9 @@ class ShellDevice:
         if verify:
             got = self.sha256(part)
             if got != digest:
-                self.run(f"rm -f {q(part)}")
+                self.run(sh_join(["rm", "-f", part]))
                 raise DeviceError(f"{self.serial}: push of {local} to {remote} corrupted (sha256 {got} != {digest})")
-        self.run(f"mv -f {q(part)} {q(remote)}", check=True)
+        self.run(sh_join(["mv", "-f", part, remote]), check=True)
         return digest
 
     def write_bytes(self, remote: str, data: bytes, timeout_s: float = 30.0) -> None:
@@ -211,10 +237,10 @@ class ShellDevice:
         digest = sha256 or sha256_file(local)
         remote = f"{self.workdir}/cas/{digest}"
         if self.sha256(remote) != digest:
-            self.run(f"mkdir -p {q(self.workdir + '/cas')}", check=True)
+            self.run(sh_join(["mkdir", "-p", f"{self.workdir}/cas"]), check=True)
             pushed = self.push(local, remote, verify=True, timeout_s=timeout_s)
             if pushed != digest:
-                self.run(f"rm -f {q(remote)}")
+                self.run(sh_join(["rm", "-f", remote]))
                 raise DeviceError(f"{local} changed while the sweep ran (sha256 {pushed} != {digest}); rerun")
         return digest, remote
 
@@ -222,7 +248,7 @@ class ShellDevice:
         """Install ``run.sh`` (verified by hash) and return its device path."""
         remote = f"{self.workdir}/run.sh"
         if not self._helpers_ok:
-            self.run(f"mkdir -p {q(self.workdir)}", check=True)
+            self.run(sh_join(["mkdir", "-p", self.workdir]), check=True)
             if self.sha256(remote) != RUN_SH_SHA256:
                 self.write_bytes(remote, RUN_SH.encode())
                 if self.sha256(remote) != RUN_SH_SHA256:
@@ -237,38 +263,43 @@ class ShellDevice:
         ``links`` maps file names in the run folder to device paths (the artifact cache), symlinked first.
         """
         run_sh = self.ensure_helpers()
-        ln = "".join(f" && ln -sf {q(target)} {q(rundir + '/' + name)}" for name, target in (links or {}).items())
-        self.run(f"rm -rf {q(rundir)} && mkdir -p {q(rundir)}{ln}", check=True)
+        steps = [["rm", "-rf", rundir], ["mkdir", "-p", rundir],
+                 *(["ln", "-sf", target, f"{rundir}/{name}"] for name, target in (links or {}).items())]
+        self.run(" && ".join(sh_join(step) for step in steps), check=True)
         self.write_bytes(f"{rundir}/cmd.sh", f"exec {command}\n".encode())
-        launch = (f"cd {q(rundir)} && nohup sh {q(run_sh)} {q(rundir)} {sample_period_s:g} {int(meminfo)} "
-                  f"> /dev/null 2>&1 < /dev/null & i=0; while [ ! -s {q(rundir)}/pid ] && [ $i -lt 100 ]; "
-                  f"do sleep 0.05; i=$((i+1)); done; [ -s {q(rundir)}/pid ] && echo launched")
+        pid = q(f"{rundir}/pid")
+        wrapper = sh_join(["sh", run_sh, rundir, f"{sample_period_s:g}", int(meminfo)])
+        launch = (f"cd {q(rundir)} && nohup {wrapper} > /dev/null 2>&1 < /dev/null & "
+                  f"i=0; while [ ! -s {pid} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+                  f"[ -s {pid} ] && echo launched")
         res = self.run(launch, check=True)
         if "launched" not in res.stdout:
             raise DeviceError(f"{self.serial}: could not launch run in {rundir}: {res.stdout[-200:]}")
 
     def poll(self, rundir: str) -> RunState:
-        """``exited`` (with rc) once ``done`` exists, ``running`` while the wrapper lives, else ``lost``."""
+        """``exited`` (with rc) once ``done`` exists, ``running`` while the wrapper lives, ``unlaunched`` if the
+        wrapper never wrote its pid (the folder was made, the launch never happened), else ``lost``."""
+        d, done, rc, pid = (q(f"{rundir}{name}") for name in ("", "/done", "/rc", "/pid"))
         res = self.run(
-            f"if [ ! -d {q(rundir)} ]; then echo ABSENT; elif [ -e {q(rundir)}/done ]; then echo EXITED "
-            f"$(cat {q(rundir)}/rc); elif [ -e {q(rundir)}/pid ] && kill -0 $(cat {q(rundir)}/pid) 2>/dev/null; "
+            f"if [ ! -d {d} ]; then echo ABSENT; elif [ -e {done} ]; then echo EXITED $(cat {rc}); "
+            f"elif [ ! -s {pid} ]; then echo UNLAUNCHED; elif kill -0 \"$(cat {pid})\" 2>/dev/null; "
             f"then echo RUNNING; else echo LOST; fi", timeout_s=15)
         words = res.stdout.split()
         if words[:1] == ["EXITED"]:
             return RunState("exited", int(words[1]) if len(words) > 1 and words[1].lstrip("-").isdigit() else None)
-        return RunState({"RUNNING": "running", "ABSENT": "absent"}.get(words[0] if words else "", "lost"))
+        states = {"RUNNING": "running", "ABSENT": "absent", "UNLAUNCHED": "unlaunched"}
+        return RunState(states.get(words[0] if words else "", "lost"))
 
     def kill(self, rundir: str, grace_s: float = 3.0) -> None:
         """TERM then KILL the benchmark of a run folder; the wrapper still writes rc and done."""
-        p = q(rundir)
-        self.run(f"P=$(cat {p}/bench.pid 2>/dev/null); [ -n \"$P\" ] && kill -TERM $P 2>/dev/null; "
+        self.run(f"P=$(cat {q(rundir + '/bench.pid')} 2>/dev/null); [ -n \"$P\" ] && kill -TERM $P 2>/dev/null; "
                  f"i=0; while [ -n \"$P\" ] && kill -0 $P 2>/dev/null && [ $i -lt {int(grace_s * 5)} ]; "
                  f"do sleep 0.2; i=$((i+1)); done; [ -n \"$P\" ] && kill -KILL $P 2>/dev/null; true",
                  timeout_s=grace_s + 15)
 
     def boot_id(self) -> str:
         """The kernel's boot id (changes on every reboot)."""
-        res = self.run(f"cat {q(self.sysroot + '/proc/sys/kernel/random/boot_id')}", timeout_s=15, check=True)
+        res = self.run(sh_join(["cat", f"{self.sysroot}/proc/sys/kernel/random/boot_id"]), timeout_s=15, check=True)
         return res.stdout.strip()
 
     def __enter__(self) -> ShellDevice:

@@ -23,8 +23,8 @@ class LocalDevice(ShellDevice):
 
     def __init__(self, workdir: str | None = None, *, sysroot: str = "", env: dict[str, str] | None = None):
         workdir = workdir or tempfile.mkdtemp(prefix="device-local-")
-        Path(workdir).mkdir(parents=True, exist_ok=True)
         super().__init__(f"local:{socket.gethostname()}", workdir=str(Path(workdir).resolve()), sysroot=sysroot)
+        Path(self.workdir).mkdir(parents=True, exist_ok=True)  # after the base class checked the path
         self.env = {**os.environ, **(env or {})}
 
     def connect(self) -> None:

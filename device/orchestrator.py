@@ -2,7 +2,9 @@
 
 Job state lives on the device (``workdir/runs/<sweep>/<job_id>/<attempt>/{pid,rc,done,...}``), so a Wi-Fi
 drop or a host crash loses nothing: the next call (or the next ``harness device sweep``) finds the run
-folder and collects it instead of re-running. Records are appended (fsync) only when an attempt is over.
+folder and collects it instead of re-running. A run folder the host made but never launched in (it died in
+between) is not an attempt: the job is launched there on resume. Records are appended (fsync) only when an
+attempt is over.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from device import probes
-from device.base import ShellDevice, q
+from device.base import ShellDevice, sh_join
 from device.errors import ConfigError, DeviceDisconnected, DeviceError, DeviceRebooted
 from device.record import COUNTED, SCHEMA_VERSION, memory_fields, record_log, resume_index, state_fields, timing_fields
 from device.runners import get_runner
 from device.runners.base import ParsedRun
 from device.sweep import Job, Sweep, expand
+from harness.core.paths import inside, safe_name
 from harness.units import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -197,7 +200,7 @@ class SweepRunner:
         rec = self.base_record(job, attempt)
         rec["t_start_utc"] = utc_now()
         t0 = self.clock()
-        rundir = f"{self.device.workdir}/runs/{self.sweep.name}/{job.job_id}/{attempt}"
+        rundir = self.rundir(job, attempt)
         try:
             self._attempt(job, rundir, rec)
         except DeviceRebooted as exc:
@@ -211,6 +214,13 @@ class SweepRunner:
         rec["boot_id"] = self.boot
         return rec
 
+    def rundir(self, job: Job, attempt: int) -> str:
+        """The attempt's run folder on the device: ``workdir/runs/<sweep name>/<job id>/<attempt>``."""
+        where = self.sweep.path or "sweep"
+        name = safe_name(self.sweep.name, what="sweep name", where=f"{where}: name")
+        job_id = safe_name(job.job_id, what="job id", where=where)
+        return f"{self.device.workdir}/runs/{name}/{job_id}/{int(attempt)}"
+
     def _attempt(self, job: Job, rundir: str, rec: dict[str, Any]) -> None:
         sweep, dev = self.sweep, self.device
         state = self.dev(lambda: dev.poll(rundir))
@@ -219,7 +229,7 @@ class SweepRunner:
             rec.update(status="lost", error=f"run folder {rundir} has no live process and no result "
                                             "(killed, or the device rebooted)")
             return
-        if state.state == "absent":
+        if state.state in ("absent", "unlaunched"):  # never launched: not an attempt yet, launch it now
             links = {}
             for name, local, sha in job.artifacts:
                 if (sha, self.boot) not in self.verified:  # checked once per boot, not once per job
@@ -242,7 +252,7 @@ class SweepRunner:
             state = self.dev(lambda: dev.poll(rundir))
             if state.state == "exited":
                 break
-            if state.state in ("lost", "absent"):
+            if state.state in ("lost", "absent", "unlaunched"):
                 rec.update(status="lost", error=f"the run in {rundir} vanished without a result")
                 return
             if self.clock() - launched > sweep.job_timeout_s:
@@ -312,14 +322,14 @@ class SweepRunner:
     def collect(self, job: Job, rundir: str, rec: dict[str, Any]) -> dict[str, bytes]:
         """Pull the run's files and keep them under ``raw/<job_id>/<attempt>/``."""
         runner = get_runner(job.variant.runner)
-        listing = self.dev(lambda: self.device.run(f"ls -1 {q(rundir)}", timeout_s=15)).stdout.split()
+        listing = self.dev(lambda: self.device.run(sh_join(["ls", "-1", rundir]), timeout_s=15)).stdout.splitlines()
         files: dict[str, bytes] = {}
-        raw = self.out / "raw" / job.job_id / str(rec["attempt"])
+        raw = inside(self.out, "raw", job.job_id, str(rec["attempt"]), what="raw output folder")
         for name in runner.outputs(job.variant.outputs):
             if name in listing:
                 data = self.dev(lambda name=name: self.device.read_bytes(f"{rundir}/{name}"))
                 files[name] = data
-                atomic_write_bytes(raw / name, data)
+                atomic_write_bytes(inside(raw, name, what="output file"), data)
         rec["raw_dir"] = str(raw)
         for name in job.variant.outputs:
             if name in files:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from device.base import q, sh_join
+
 PROPS = ("ro.product.model", "ro.product.device", "ro.soc.model", "ro.board.platform", "ro.build.fingerprint",
          "ro.build.version.release", "ro.build.version.sdk", "ro.mi.os.version.name")
 THERMAL_TYPES = {0: "CPU", 1: "GPU", 2: "BATTERY", 3: "SKIN", 4: "USB_PORT", 5: "POWER_AMPLIFIER",
@@ -22,22 +24,26 @@ _KV = re.compile(r"^\s*([A-Za-z][\w ]*?):\s*(\S+)\s*$", re.M)
 
 
 def snapshot_command(sysroot: str = "") -> str:
-    """One shell command printing every state section (one round trip per snapshot)."""
-    s = sysroot
+    """One shell command printing every state section (one round trip per snapshot).
+
+    ``sysroot`` is quoted; only the ``policy*`` glob after it stays unquoted.
+    """
+    policies = q(f"{sysroot}/sys/devices/system/cpu/cpufreq") + "/policy*"
+    gpuclk = sh_join(["cat", f"{sysroot}/sys/class/kgsl/kgsl-3d0/gpuclk"])
     return (
         "echo @@thermal; dumpsys thermalservice 2>/dev/null; "
         "echo @@battery; dumpsys battery 2>/dev/null; "
         "echo @@power; dumpsys power 2>/dev/null | grep -E 'mWakefulness=|Display Power: state='; "
-        f"echo @@cpufreq; for p in {s}/sys/devices/system/cpu/cpufreq/policy*; do [ -d \"$p\" ] && "
-        "echo \"${p##*/} $(cat $p/scaling_cur_freq 2>/dev/null) $(cat $p/scaling_max_freq 2>/dev/null)\"; done; "
-        f"echo @@gpu; cat {s}/sys/class/kgsl/kgsl-3d0/gpuclk 2>/dev/null; "
+        f"echo @@cpufreq; for p in {policies}; do [ -d \"$p\" ] && echo \"${{p##*/}} "
+        "$(cat \"$p/scaling_cur_freq\" 2>/dev/null) $(cat \"$p/scaling_max_freq\" 2>/dev/null)\"; done; "
+        f"echo @@gpu; {gpuclk} 2>/dev/null; "
         "echo @@meminfo; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo; echo @@end"
     )
 
 
 def info_command() -> str:
     """getprop of the provenance properties, kernel release, boot id."""
-    return " ; ".join([*(f"echo \"{p}=$(getprop {p} 2>/dev/null)\"" for p in PROPS),
+    return " ; ".join([*(f"echo {q(p + '=')}\"$(getprop {q(p)} 2>/dev/null)\"" for p in PROPS),
                        "echo \"kernel=$(uname -r)\"",
                        "echo \"mem_total_kb=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)\""])
 

@@ -4,6 +4,11 @@ A job id is the sha1 of what determines the measurement (variant, artifact sha25
 command template and args, steps, resolution, iterations, repeat index, device serial), so re-running the
 same sweep finds its finished jobs. Each repeat is a round in which every configuration runs once, in a
 seeded random order (``interleaved_random``) so thermal drift does not look like a variant effect.
+
+A variant's ``command`` is a shell command line by design (the user's own); every ``{placeholder}`` put into
+it (file names, ``args`` values such as prompts, seeds, sizes) becomes one quoted shell word. Names that
+become path components (the sweep name, variant names, ``files`` names, ``outputs``) pass
+:func:`harness.core.paths.safe_name`; ``[device]`` ``workdir``/``sysroot`` are quoted wherever they are used.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.base import sha256_file
+from device.base import device_path_problem, q, sha256_file
 from device.errors import ConfigError
 from device.runners import RUNNERS, get_runner
+from harness.core.paths import safe_name
+from harness.errors import HarnessError
 from harness.units import canonical_json
 
 TOP_KEYS = {"name", "steps", "resolutions", "repeats", "iters_per_process", "warmup_iters", "order", "seed",
@@ -121,16 +128,60 @@ class Job:
                               repeat=self.repeat_idx)
 
 
-def render_command(variant: Variant, sweep: Sweep, **values: Any) -> str:
+class _QuotingFormatter(string.Formatter):
+    """``str.format`` whose every replacement field becomes one quoted shell word."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return q(super().format_field(value, format_spec))
+
+
+def _shell_quote_state(text: str, state: str) -> str:
+    """The quote state (``""``, ``"'"`` or ``'"'``) of a POSIX shell word after ``text``, starting in ``state``."""
+    escaped = False
+    for c in text:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = "" if c == "'" else state
+        elif c == "\\":
+            escaped = True
+        elif state == '"':
+            state = "" if c == '"' else state
+        elif c in "'\"":
+            state = c
+    return state
+
+
+def _check_placeholders_unquoted(command: str, where: str) -> None:
+    """Refuse ``'{x}'`` / ``"{x}"``: placeholders are quoted already, and quotes around them would split them."""
+    state = ""
+    for literal, name, _spec, _conv in string.Formatter().parse(command):
+        state = _shell_quote_state(literal, state)
+        if name is not None and state:
+            raise ConfigError(f"{where}: placeholder {{{name}}} is inside quotes; placeholders are quoted for "
+                              "you (each becomes one shell word), so remove the quotes around it")
+
+
+def render_command(variant: Variant, sweep: Sweep, *, where: str = "", **values: Any) -> str:
+    """The variant's command line with every placeholder replaced by one quoted shell word."""
+    where = where or f"{sweep.path}: variant {variant.name!r} command"
     fields = {**get_runner(variant.runner).placeholders(), **{name: name for name, _ in variant.files},
               **dict(variant.args), "iters": sweep.iters_per_process, "warmup": sweep.warmup_iters,
               "seed": sweep.image_seed, **values}
     try:
-        return variant.command.format(**fields)
-    except (KeyError, IndexError, ValueError) as exc:
+        _check_placeholders_unquoted(variant.command, where)
+        return _QuotingFormatter().format(variant.command, **fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"{sweep.path}: variant {variant.name!r} command has a bad placeholder {exc}; "
-                          f"known: {known}") from exc
+        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {known}") from exc
+
+
+def _name(path: str, where: str, what: str, value: Any) -> str:
+    """:func:`safe_name` with the sweep file and field in the one-line error."""
+    try:
+        return safe_name(value, what=what, where=f"{path}: {where}")
+    except HarnessError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _fail(path: str, where: str, message: str) -> ConfigError:
@@ -214,9 +265,7 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
     for required in ("name", "steps", "resolutions", "variants"):
         if required not in data:
             raise _fail(path, "top level", f"missing required key {required!r}")
-    name = data["name"]
-    if not isinstance(name, str) or not name or set(name) - set(string.ascii_letters + string.digits + "._-"):
-        raise _fail(path, "name", f"{name!r} must be a non-empty string of letters, digits, '.', '_', '-'")
+    name = _name(path, "name", "sweep name", data["name"])
     steps = data["steps"] if isinstance(data["steps"], list) else [data["steps"]]
     steps = [_int(path, "steps", s, 1, 1000) for s in steps]
     res_list = data["resolutions"] if isinstance(data["resolutions"], list) else [data["resolutions"]]
@@ -238,6 +287,7 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
         for req in ("name", "runner", "command"):
             if not isinstance(v.get(req), str) or not v.get(req):
                 raise _fail(path, f"{where}.{req}", "missing or not a string")
+        _name(path, f"{where}.name", "variant name", v["name"])
         if v["runner"] not in RUNNERS:
             raise _fail(path, f"{where}.runner", f"unknown runner {v['runner']!r}; choose one of "
                         f"{', '.join(sorted(RUNNERS))}")
@@ -246,8 +296,7 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
             raise _fail(path, f"{where}.files", "must be a table of name = \"local path\"")
         resolved = []
         for fname, fpath in files.items():
-            if not fname or "/" in fname or fname in (".", ".."):
-                raise _fail(path, f"{where}.files", f"{fname!r} is not a plain file name")
+            _name(path, f"{where}.files", "file name", fname)
             local = (base_dir / str(fpath)).resolve() if not Path(str(fpath)).is_absolute() else Path(str(fpath))
             if not local.is_file():
                 raise _fail(path, f"{where}.files.{fname}", f"artifact {local} not found; fix the path "
@@ -256,9 +305,14 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
         args = v.get("args", {}) or {}
         if not isinstance(args, dict):
             raise _fail(path, f"{where}.args", "must be a table")
+        outputs = v.get("outputs", []) or []
+        if not isinstance(outputs, list):
+            raise _fail(path, f"{where}.outputs", "must be a list of file names")
+        for out in outputs:
+            _name(path, f"{where}.outputs", "output name", out)
         variants.append(Variant(
             name=v["name"], runner=v["runner"], command=v["command"], files=tuple(sorted(resolved)),
-            args=tuple(sorted(args.items())), outputs=tuple(v.get("outputs", ()) or ()),
+            args=tuple(sorted(args.items())), outputs=tuple(outputs),
             runtime=v.get("runtime"), backend=v.get("backend"), precision=v.get("precision"),
             threads=None if v.get("threads") is None else _int(path, f"{where}.threads", v["threads"], 1, 64),
             memory_mode=v.get("memory_mode")))
@@ -287,6 +341,9 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
         raise _fail(path, "preconditions.charging", f"{pre.charging!r}; choose yes, no or any")
     dev = data.get("device", {}) or {}
     _check_keys(path, "device", dev, DEVICE_KEYS)
+    for key in ("workdir", "sysroot"):
+        if key in dev and (why := device_path_problem(dev[key])):
+            raise _fail(path, f"device.{key}", f"{dev[key]!r} {why}")
     sweep = Sweep(
         name=name, variants=variants, steps=steps, resolutions=resolutions,
         repeats=_int(path, "repeats", data.get("repeats", 1), 1, 10000),
@@ -303,8 +360,9 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
     if sweep.warmup_iters >= sweep.iters_per_process:
         raise _fail(path, "warmup_iters", f"{sweep.warmup_iters} leaves no measured iteration out of "
                     f"iters_per_process = {sweep.iters_per_process}")
-    for v in variants:  # catch bad placeholders now, not on the phone
-        render_command(v, sweep, steps=steps[0], height=resolutions[0][0], width=resolutions[0][1], repeat=0)
+    for i, v in enumerate(variants):  # catch bad placeholders now, not on the phone
+        render_command(v, sweep, where=f"{path}: variants[{i}].command", steps=steps[0], height=resolutions[0][0],
+                       width=resolutions[0][1], repeat=0)
     return sweep
 
 

@@ -42,6 +42,9 @@ def main() -> int:
     p.add_argument("--garbage", action="store_true", help="print non-contract noise only")
     p.add_argument("--silent", action="store_true", help="print nothing at all")
     p.add_argument("--exit-code", type=int, default=0)
+    p.add_argument("--prompt", default=None, help="echoed back in the meta event (checks argument passing)")
+    p.add_argument("--model", default=None, help="a file to read; its size goes into the meta event")
+    p.add_argument("--output-prefix", default="out_", help="images are written as PREFIX<iter>.png")
     a = p.parse_args()
     if a.silent:
         return a.exit_code
@@ -74,7 +77,8 @@ def main() -> int:
             os.kill(os.getpid(), 11)
 
     emit("meta", runtime="fake", backend="cpu", precision="fp32", threads=1, model="fake-unet",
-         height=a.height, width=a.width, steps=a.steps, seed=42)
+         height=a.height, width=a.width, steps=a.steps, seed=42, prompt=a.prompt,
+         model_bytes=os.path.getsize(a.model) if a.model else None)
     t = time.monotonic()
     time.sleep(a.load_ms / 1000)
     load_ms = (time.monotonic() - t) * 1000
@@ -104,7 +108,7 @@ def main() -> int:
         ms = stage("vae_decode", it)
         emit("stage", iter=it, stage="vae_decode", ms=ms, vm_hwm_kb=vm_hwm_kb())
         mnn("vae_decoder", ms)
-        name = f"out_{it}.png"
+        name = f"{a.output_prefix}{it}.png"
         with open(name, "wb") as f:
             f.write(b"\x89PNG fake image %d %dx%d" % (it, a.height, a.width))
         e2e = (time.monotonic() - t_it) * 1000
