@@ -65,53 +65,57 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def geneval_paired(
-    base: Mapping[str, Mapping[str, bool]],
-    new: Mapping[str, Mapping[str, bool]],
-    tags: Mapping[str, str],
+def stratified_paired(
+    metric: str,
+    base: Mapping[str, Mapping[str, float]],
+    new: Mapping[str, Mapping[str, float]],
+    subsets: Mapping[str, str],
     *,
     threshold: float = 0.01,
+    alpha: float = 0.05,
     samples: int = 2000,
     seed: int = 0,
 ) -> Comparison:
-    """GenEval overall of NEW minus BASE on the prompts and images both runs have.
+    """Overall of NEW minus BASE on the items and samples both runs have, overall = mean of subset means.
 
-    ``base[prompt][image] = correct``; ``tags[prompt] = tag``. Overall = mean over tags of the per-tag
-    image accuracy. The bootstrap resamples prompts within each tag (paired: the same prompts for both
-    runs); p is the two-sided bootstrap p-value, McNemar's on all images is folded in (both must agree).
+    ``base[item][sample] = value`` (GenEval: 1.0 for a correct image); ``subsets[item] = subset`` (tag). A
+    subset's score is its samples' mean. The bootstrap resamples items within each subset (paired: the same
+    items for both runs); p is the two-sided bootstrap p-value, and for 0/1 values McNemar's exact test on
+    every sample is folded in (both must agree).
     """
     import numpy as np
 
-    prompts = sorted(set(base) & set(new))
-    by_tag: dict[str, list[str]] = {}
-    for p in prompts:
-        by_tag.setdefault(tags[p], []).append(p)
-    pairs = {p: sorted(set(base[p]) & set(new[p])) for p in prompts}
+    items = sorted(set(base) & set(new))
+    by_subset: dict[str, list[str]] = {}
+    for p in items:
+        by_subset.setdefault(subsets[p], []).append(p)
+    pairs = {p: sorted(set(base[p]) & set(new[p])) for p in items}
+    binary = all(v in (0, 1) for p in items for run in (base, new) for v in run[p].values())
     rng = np.random.default_rng(seed)
     deltas = np.zeros(samples)
     base_overall, new_overall = [], []
     b = c = 0
-    for tag_prompts in by_tag.values():
-        bc = np.array([sum(base[p][i] for i in pairs[p]) for p in tag_prompts], dtype=float)
-        nc = np.array([sum(new[p][i] for i in pairs[p]) for p in tag_prompts], dtype=float)
-        n_img = np.array([len(pairs[p]) for p in tag_prompts], dtype=float)
+    for subset_items in by_subset.values():
+        bc = np.array([sum(base[p][i] for i in pairs[p]) for p in subset_items], dtype=float)
+        nc = np.array([sum(new[p][i] for i in pairs[p]) for p in subset_items], dtype=float)
+        n_img = np.array([len(pairs[p]) for p in subset_items], dtype=float)
         base_overall.append(bc.sum() / n_img.sum())
         new_overall.append(nc.sum() / n_img.sum())
-        idx = rng.integers(0, len(tag_prompts), size=(samples, len(tag_prompts)))
+        idx = rng.integers(0, len(subset_items), size=(samples, len(subset_items)))
         deltas += (nc[idx].sum(1) - bc[idx].sum(1)) / n_img[idx].sum(1)
-        for p in tag_prompts:
+        for p in subset_items:
             for i in pairs[p]:
-                b += base[p][i] and not new[p][i]
-                c += new[p][i] and not base[p][i]
-    k = len(by_tag)
-    deltas /= k
+                b += bool(base[p][i]) and not new[p][i]
+                c += bool(new[p][i]) and not base[p][i]
+    deltas /= len(by_subset)
     b_mean, n_mean = float(np.mean(base_overall)), float(np.mean(new_overall))
     delta = n_mean - b_mean
     lo, hi = (float(x) for x in np.percentile(deltas, [2.5, 97.5]))
-    p_boot = float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())))
-    p = max(p_boot, mcnemar_exact(b, c))
-    significant = p < 0.05 and not lo <= 0 <= hi
-    return Comparison("geneval_overall", b_mean, n_mean, delta, (lo, hi), p, threshold, True,
+    p = float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())))
+    if binary:
+        p = max(p, mcnemar_exact(b, c))
+    significant = p < alpha and not lo <= 0 <= hi
+    return Comparison(metric, b_mean, n_mean, delta, (lo, hi), p, threshold, True,
                       verdict(delta, significant, threshold, True), sum(len(v) for v in pairs.values()))
 
 

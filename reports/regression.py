@@ -1,19 +1,35 @@
-"""BASE vs NEW on the same prompts and seeds: refuse what is not comparable, then paired tests per metric."""
+"""BASE vs NEW on the same items and seeds: refuse what is not comparable, then paired tests per metric.
+
+Generic over every benchmark: the benchmark's :class:`~harness.api.reporting.Reportable` gives the per-item
+paired scores, how they are compared (``comparison``), the direction and the default threshold; the
+statistics are in :mod:`reports.compare` (docs/statistics.md).
+"""
 
 from __future__ import annotations
 
+from harness.api.reporting import Paired, Reportable, RunData
 from harness.errors import HarnessError
-from reports.compare import Comparison, geneval_paired, latency, paired_mean, verdict
-from reports.runs import RunData, geneval_verdicts, imgedit_case_scores, latency_samples
+from reports.compare import Comparison, latency, paired_mean, stratified_paired, verdict
+
+
+def reportable(name: str) -> type[Reportable]:
+    """The report side of a benchmark, from the registry."""
+    from harness.registry import registry
+
+    cls = registry("benchmarks").load(name)
+    if not (isinstance(cls, type) and issubclass(cls, Reportable)):
+        raise HarnessError(f"benchmark {name!r} has no report support (not a harness.api Reportable)")
+    return cls
 
 
 def check_comparable(base: RunData, new: RunData, *, intersection: bool = False) -> list[str]:
-    """Errors (or, with ``intersection``, notes) when benchmark, prompt set or scorer differ."""
-    a, b = base.identity(), new.identity()
-    if a["benchmark"] != b["benchmark"]:
-        raise HarnessError(f"{base.out} is {a['benchmark']} but {new.out} is {b['benchmark']}: different "
+    """Errors (or, with ``intersection``, notes) when benchmark, item set or scorer differ."""
+    if base.benchmark != new.benchmark:
+        raise HarnessError(f"{base.out} is {base.benchmark} but {new.out} is {new.benchmark}: different "
                            "benchmarks are never compared")
-    diffs = [f"{k} ({a[k]} vs {b[k]})" for k in ("prompts", "label", "scorer") if a[k] != b[k]]
+    cls = reportable(base.benchmark)
+    a, b = cls.identity(base), cls.identity(new)
+    diffs = [f"{k} ({a[k]} vs {b[k]})" for k in ("prompts", "label", "scorer") if a.get(k) != b.get(k)]
     if diffs and not intersection:
         raise HarnessError(f"{base.out} and {new.out} differ in {', '.join(diffs)}; numbers from different prompt "
                            "sets or scorers are not comparable. Pass --intersection to compare the shared "
@@ -21,18 +37,51 @@ def check_comparable(base: RunData, new: RunData, *, intersection: bool = False)
     return [f"compared on the intersection only; runs differ in {', '.join(diffs)}"] if diffs else []
 
 
-def compare_runs(base: RunData, new: RunData, *, threshold: float = 0.01, intersection: bool = False,
+def compare_runs(base: RunData, new: RunData, *, threshold: float | None = None, intersection: bool = False,
                  seed: int = 0) -> tuple[list[Comparison], list[str]]:
-    """Per-metric comparisons (GenEval overall and per tag) and notes."""
+    """Per-metric comparisons (overall first, then each subset) and notes.
+
+    ``threshold`` defaults to the benchmark's own (``Reportable.threshold``)."""
     notes = check_comparable(base, new, intersection=intersection)
-    if base.benchmark == "device":
-        return compare_latency(base, new), notes
-    if base.benchmark == "imgedit":
-        return compare_judge_scores(base, new, threshold=0.1 if threshold == 0.01 else threshold, seed=seed), notes
-    if base.benchmark != "geneval":
-        raise HarnessError(f"compare: {base.benchmark} has no paired comparison yet (GenEval only)")
-    bv, tags, _ = geneval_verdicts(base)
-    nv, _, _ = geneval_verdicts(new)
+    cls = reportable(base.benchmark)
+    limit = cls.threshold if threshold is None else threshold
+    a, b = cls.paired_scores(base), cls.paired_scores(new)
+    if cls.comparison == "latency":
+        return compare_latency(base, new, a, b, factor=limit), notes
+    if cls.comparison == "paired-mean":
+        return compare_means(cls, base, new, a, b, threshold=limit, seed=seed), notes
+    return compare_stratified(cls, base, new, a, b, threshold=limit, intersection=intersection, seed=seed,
+                              notes=notes), notes
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error over the subsets)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _adjusted(per_subset: list[Comparison], alpha: float, threshold: float, min_n: int = 0) -> list[Comparison]:
+    """The subsets' comparisons re-judged with Holm-adjusted p-values."""
+    out = []
+    for c, p in zip(per_subset, holm([c.p_value if c.p_value is not None else 1.0 for c in per_subset]),
+                    strict=True):
+        significant = p < alpha and c.ci95 is not None and not c.ci95[0] <= 0 <= c.ci95[1] and c.n >= min_n
+        out.append(Comparison(c.metric, c.base, c.new, c.delta, c.ci95, p, c.threshold, c.higher_is_better,
+                              verdict(c.delta, significant, threshold, c.higher_is_better), c.n))
+    return out
+
+
+def compare_stratified(cls: type[Reportable], base: RunData, new: RunData, a: Paired, b: Paired, *,
+                       threshold: float, intersection: bool, seed: int, notes: list[str]) -> list[Comparison]:
+    """Overall = mean of subset means, paired bootstrap over items stratified by subset (GenEval's rule)."""
+    bv = {item: values for item, (_, values) in a.items.items()}
+    nv = {item: values for item, (_, values) in b.items.items()}
+    subsets = {item: subset for item, (subset, _) in a.items.items()}
     shared = set(bv) & set(nv)
     if not shared:
         raise HarnessError(f"{base.out} and {new.out} share no prompts; nothing to compare")
@@ -43,56 +92,42 @@ def compare_runs(base: RunData, new: RunData, *, threshold: float = 0.01, inters
                                "pass --intersection to compare the shared ones")
         notes.append(f"{dropped} prompt(s) not in both runs were left out")
     bv, nv = {p: bv[p] for p in shared}, {p: nv[p] for p in shared}
-    out = [geneval_paired(bv, nv, tags, threshold=threshold, seed=seed)]
-    per_tag = []
-    for tag in sorted({tags[p] for p in shared}):
-        keep = {p for p in shared if tags[p] == tag}
-        per_tag.append((tag, geneval_paired({p: bv[p] for p in keep}, {p: nv[p] for p in keep},
-                                            {p: tag for p in keep}, threshold=threshold, seed=seed)))
-    adjusted = holm([c.p_value or 1.0 for _, c in per_tag])
-    for (tag, c), p in zip(per_tag, adjusted, strict=True):
-        significant = p < 0.05 and c.ci95 is not None and not c.ci95[0] <= 0 <= c.ci95[1]
-        out.append(Comparison(f"geneval_{tag}", c.base, c.new, c.delta, c.ci95, p, c.threshold, True,
-                              verdict(c.delta, significant, threshold, True), c.n))
-    return out, notes
+    out = [stratified_paired(f"{cls.name}_overall", bv, nv, subsets, threshold=threshold, alpha=cls.alpha, seed=seed)]
+    per_subset = []
+    for subset in sorted({subsets[p] for p in shared}):
+        keep = {p for p in shared if subsets[p] == subset}
+        per_subset.append(stratified_paired(f"{cls.name}_{subset}", {p: bv[p] for p in keep},
+                                            {p: nv[p] for p in keep}, {p: subset for p in keep},
+                                            threshold=threshold, alpha=cls.alpha, seed=seed))
+    return out + _adjusted(per_subset, cls.alpha, threshold)
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (family-wise error over the tags)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted = [1.0] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+def compare_means(cls: type[Reportable], base: RunData, new: RunData, a: Paired, b: Paired, *, threshold: float,
+                  seed: int, min_n: int = 10) -> list[Comparison]:
+    """Paired bootstrap of per-item means, overall and per subset (Holm): judge scores per case."""
+    def means(paired: Paired) -> dict[str, float]:
+        return {item: sum(v.values()) / len(v) for item, (_, v) in paired.items.items() if v}
+
+    am, bm = means(a), means(b)
+    subsets = {item: subset for item, (subset, _) in a.items.items()}
+    if not set(am) & set(bm):
+        raise HarnessError(f"{base.out} and {new.out} have no item scored in both; nothing to compare")
+    out = [paired_mean(f"{cls.name}_overall", am, bm, threshold=threshold, higher_is_better=cls.higher_is_better,
+                       alpha=cls.alpha, seed=seed, min_n=min_n)]
+    per_subset = []
+    for subset in sorted({subsets[i] for i in set(am) & set(bm)}):
+        keep = [i for i in am if subsets.get(i) == subset and i in bm]
+        per_subset.append(paired_mean(f"{cls.name}_{subset}", {i: am[i] for i in keep}, {i: bm[i] for i in keep},
+                                      threshold=threshold, higher_is_better=cls.higher_is_better, alpha=cls.alpha,
+                                      seed=seed, min_n=min_n))
+    return out + _adjusted(per_subset, cls.alpha, threshold, min_n)
 
 
-def compare_latency(base: RunData, new: RunData, *, factor: float = 1.10) -> list[Comparison]:
-    """Per device configuration both sweeps measured: Mann-Whitney U on raw iterations + ratio factor."""
-    a, b = latency_samples(base), latency_samples(new)
-    shared = sorted(set(a) & set(b))
+def compare_latency(base: RunData, new: RunData, a: Paired, b: Paired, *, factor: float) -> list[Comparison]:
+    """Per configuration both measured: Mann-Whitney U on the raw samples and a ratio factor (lower is better)."""
+    shared = sorted(set(a.items) & set(b.items))
     if not shared:
         raise HarnessError(f"{base.out} and {new.out} measured no common configuration "
                            "(variant, runtime, backend, precision, steps, resolution)")
-    return [latency(f"e2e_ms {label}", a[label], b[label], factor=factor) for label in shared]
-
-
-def compare_judge_scores(base: RunData, new: RunData, *, threshold: float = 0.1, seed: int = 0) -> list[Comparison]:
-    """ImgEdit: paired bootstrap on per-case mean judge scores (1-5), overall and per edit type (Holm)."""
-    a, types = imgedit_case_scores(base)
-    b, _ = imgedit_case_scores(new)
-    if not set(a) & set(b):
-        raise HarnessError(f"{base.out} and {new.out} have no case scored in both; nothing to compare")
-    out = [paired_mean("imgedit_overall", a, b, threshold=threshold, seed=seed)]
-    per_type = []
-    for t in sorted({types[c] for c in set(a) & set(b)}):
-        keep = [c for c in a if types.get(c) == t and c in b]
-        per_type.append(paired_mean(f"imgedit_{t}", {c: a[c] for c in keep}, {c: b[c] for c in keep},
-                                    threshold=threshold, seed=seed))
-    adjusted = holm([c.p_value if c.p_value is not None else 1.0 for c in per_type])
-    for c, p in zip(per_type, adjusted, strict=True):
-        significant = p < 0.01 and c.ci95 is not None and not c.ci95[0] <= 0 <= c.ci95[1]
-        out.append(Comparison(c.metric, c.base, c.new, c.delta, c.ci95, p, c.threshold, True,
-                              verdict(c.delta, significant, threshold, True), c.n))
-    return out
+    return [latency(f"e2e_ms {label}", list(a.items[label][1].values()), list(b.items[label][1].values()),
+                    factor=factor) for label in shared]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from harness.api.reporting import Reportable
 from harness.api.scorer import Scorer
+from harness.core.errors import HarnessError
 from harness.core.hashing import content_hash
 from harness.core.options import build_config
 
@@ -127,9 +128,13 @@ class Stage:
     """
 
     log_name: str
-    units: Sequence[Keyed]
+    units: Sequence[Any]
     process: Callable[..., list[Record]]
     batch_size: int
+    #: a unit's content key (default: its ``key`` attribute); records without a ``"key"`` get it stamped
+    key: Callable[[Any], str] | None = None
+    #: a unit's name in messages (default: its ``name`` attribute)
+    unit_name: Callable[[Any], str] | None = None
     desc: str = "score"
     is_final: Callable[[Record], bool] | None = None
     whole_batches: bool = True
@@ -214,9 +219,14 @@ class Benchmark(Reportable):
     def build_scorer(self) -> Scorer:
         """The scorer of this config, not loaded yet (the engine resolves it before any work)."""
 
-    @abstractmethod
     def discover(self, images_dir: Path) -> Discovery:
         """A folder in the official layout made by anyone: its items and samples; skipped files listed."""
+        raise HarnessError(f"{images_dir}: {self.name} scores only the images/ folder of a `harness run {self.name}` "
+                           "run (it has no layout for folders made elsewhere)")
+
+    def discover_extra(self, images_dir: Path) -> dict[str, Any]:
+        """Summary fields about a run's own image folder when it is scored again (e.g. skipped files)."""
+        return {}
 
     @abstractmethod
     def score_plan(self, scorer: Scorer, items: Sequence[Any], samples: list[Sample], images_dir: Path) -> ScorePlan:
@@ -228,7 +238,13 @@ class Benchmark(Reportable):
 
     def write_results(self, records: dict[str, list[Record]], out: Path, images_dir: Path,
                       manifest: dict[str, Any]) -> None:
-        """The benchmark's results files in its official format (``results.jsonl``, ...)."""
+        """The benchmark's results files in its official format; by default ``results.jsonl``, one line per
+        record of the first stage."""
+        from harness.core.fsio import atomic_write_text
+        from harness.core.jsonio import dumps_strict
+
+        rows = next(iter(records.values()), [])
+        atomic_write_text(out / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in rows))
 
     def store_rows(self, records: Sequence[Record]) -> list[Record]:
         """Rows for the store's ``scores`` table (key, image, item_id, tag, correct, reason, details, metadata)."""

@@ -91,6 +91,11 @@ class Reportable:
     alpha: ClassVar[float] = 0.05
 
     @classmethod
+    def claims(cls, out: Path) -> bool:
+        """Whether ``out`` is a run of this kind that has no ``summary.json`` naming its benchmark (device sweeps)."""
+        return False
+
+    @classmethod
     def load_run(cls, out: Path) -> RunData:
         """Read a run folder: ``summary.json`` (an object), ``results.jsonl``, ``run.json``."""
         return RunData(out, read_json_object(out / "summary.json", f"rerun `harness merge {out}`"),
