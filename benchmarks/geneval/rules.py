@@ -1,9 +1,8 @@
 """GenEval decision rules as a pure functional core: detections in, verdicts out.
 
 No torch and no I/O: float32 numpy arrays and plain data in, plain data out, so every rule is unit-tested case
-by case against ``shared/specs/geneval.md`` (filtering, evaluation, position rule). The official code lives in
-``evaluation/evaluate_images.py`` of djghosh13/geneval @ af4902f; its decisions are reproduced exactly, on the
-same float32 arithmetic as under its pinned numpy 1.23.1:
+by case. The official code lives in ``evaluation/evaluate_images.py`` of djghosh13/geneval @ af4902f; its
+decisions are reproduced exactly, on the same float32 arithmetic as under its pinned numpy 1.23.1:
 
 * scores are compared with the threshold in float32 (a score of exactly ``float32(0.3)`` is dropped);
 * detections are ordered by numpy 1.23's ``np.argsort(scores)[::-1]`` (:func:`classic_argsort`), so ties end

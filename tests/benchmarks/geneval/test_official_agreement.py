@@ -301,17 +301,22 @@ def test_the_cases_sit_on_the_boundaries(compared):
 
 
 # -- numpy's classic argsort ---------------------------------------------------------------------------------------
+def numpy_argsorts(arrays: list[np.ndarray], tmp_path: Path) -> list[np.ndarray]:
+    """``np.argsort`` of each array, by numpy's classic introsort (a child Python with the SIMD sorts disabled)."""
+    (tmp_path / "arrays.pkl").write_bytes(pickle.dumps(arrays))
+    code = ("import pickle, numpy as np; a = pickle.load(open('arrays.pkl', 'rb')); "
+            "pickle.dump([np.argsort(x) for x in a], open('orders.pkl', 'wb'))")
+    run_classic(["-c", code], tmp_path)
+    return pickle.loads((tmp_path / "orders.pkl").read_bytes())
+
+
 def test_classic_argsort_is_numpys_introsort(tmp_path):
     rng = np.random.default_rng(7)
     arrays = [rng.choice(rng.uniform(0, 1, int(rng.integers(1, 6))).astype(F32), int(rng.integers(0, 120)))
               for _ in range(3000)]
     arrays += [np.sort(a) for a in arrays[:200]] + [np.sort(a)[::-1].copy() for a in arrays[:200]]
     arrays += [np.full(n, F32(0.5)) for n in range(40)] + [rng.uniform(0, 1, 1000).astype(F32)]
-    (tmp_path / "arrays.pkl").write_bytes(pickle.dumps(arrays))
-    code = ("import pickle, numpy as np; a = pickle.load(open('arrays.pkl', 'rb')); "
-            "pickle.dump([np.argsort(x) for x in a], open('orders.pkl', 'wb'))")
-    run_classic(["-c", code], tmp_path)
-    expected = pickle.loads((tmp_path / "orders.pkl").read_bytes())
+    expected = numpy_argsorts(arrays, tmp_path)
     assert all(np.array_equal(classic_argsort(a), e) for a, e in zip(arrays, expected, strict=True))
     ties = [a for a in arrays if 1 < len(a) <= 16 and not np.array_equal(np.argsort(a, kind="stable"),
                                                                          np.argsort(a))]
@@ -367,11 +372,7 @@ def test_classic_argsort_heapsort_fallback(tmp_path, monkeypatch):
     heapsorts = []
     original = rules._aheapsort
     monkeypatch.setattr(rules, "_aheapsort", lambda *a: heapsorts.append(a[3]) or original(*a))
-    (tmp_path / "arrays.pkl").write_bytes(pickle.dumps(arrays))
-    code = ("import pickle, numpy as np; a = pickle.load(open('arrays.pkl', 'rb')); "
-            "pickle.dump([np.argsort(x) for x in a], open('orders.pkl', 'wb'))")
-    run_classic(["-c", code], tmp_path)
-    expected = pickle.loads((tmp_path / "orders.pkl").read_bytes())
+    expected = numpy_argsorts(arrays, tmp_path)
     for a, e in zip(arrays, expected, strict=True):
         heapsorts.clear()
         assert np.array_equal(classic_argsort(a), e)

@@ -1,4 +1,4 @@
-"""The pure GenEval rules, case by case against shared/specs/geneval.md (§2.4, §3, §3.2)."""
+"""The pure GenEval rules, case by case: filtering, evaluation, the position rule."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def det(score: float, box=(0, 0, 10, 10)) -> Detection:
     return Detection(tuple(float(v) for v in box), score)
 
 
-# -- §3.2 position -----------------------------------------------------------------------------------
+# -- position ---------------------------------------------------------------------------------------
 def test_position_worked_example_left_of():
     # off=(-150,0); margin=(20,20); rev=(-130,0)/150 = (-0.867, 0) => {"left of"}
     assert relative_position([0, 0, 100, 100], [150, 0, 250, 100]) == {"left of"}
@@ -72,7 +72,7 @@ def test_position_threshold_option():
     assert relative_position(a, b, position_threshold=0.3) == set()
 
 
-# -- §2.4 filtering ------------------------------------------------------------------------------------
+# -- filtering ----------------------------------------------------------------------------------------
 def test_threshold_is_strict():
     out = filter_detections({"dog": [det(0.3), det(0.30001)]}, "single_object")
     assert [d.score for d in out["dog"]] == [0.30001]
@@ -132,7 +132,7 @@ def test_iou_plus_one_convention():
     assert box_iou([0, 0, 9, 9], [20, 20, 29, 29]) == 0.0
 
 
-# -- §3 evaluation ---------------------------------------------------------------------------------------
+# -- evaluation -----------------------------------------------------------------------------------------
 SINGLE = {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}
 TWO = {"tag": "two_object", "include": [{"class": "bench", "count": 1}, {"class": "sports ball", "count": 1}],
        "prompt": "a photo of a bench and a sports ball"}
