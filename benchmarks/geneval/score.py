@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.rules import Options, color_requests, evaluate, filter_detections, validate_metadata
+from benchmarks.geneval.rules import (
+    Options,
+    color_requests,
+    detection_details,
+    evaluate,
+    filter_detections,
+    validate_metadata,
+)
 from harness.datafiles import sha256_file
 from harness.errors import HarnessError
 from harness.runner import run_stage
@@ -158,7 +165,7 @@ class GenEvalScorer:
                 "key": self.unit_key(s), "image": s.name, "item_id": s.item_id, "sha256": s.sha256,
                 "tag": s.metadata["tag"], "prompt": s.metadata["prompt"], "correct": verdict.correct,
                 "reason": verdict.reason, "metadata": s.metadata,
-                "details": {name: [d.box5() for d in dets] for name, dets in det.items()},
+                "details": detection_details(det),
                 "colors": {str(k): v for k, v in col.items()},
             })
         return records

@@ -1,8 +1,9 @@
 """The detector protocol and the mmdet 2.x pre/post-processing that GenEval's numbers depend on.
 
-A detector backend turns RGB images into, per image, ``{class name: [Detection, ...]}``: the top-100
-(query, class) pairs of mmdet's ``MaskFormerFusionHead.instance_postprocess``, each with the score
-``class prob × mean sigmoid inside the mask`` and the tight box of its binary mask (geneval.md §2.3).
+A detector backend turns RGB images into, per image, ``{class name: ClassDetections}``: float32 boxes and
+scores with the masks aligned, as mmdet hands them to the official code. They are the top-100 (query, class)
+pairs of mmdet's ``MaskFormerFusionHead.instance_postprocess``, each with the score
+``class prob × mean sigmoid inside the mask`` and the tight box of its binary mask.
 The GenEval filtering (thresholds, max 16 per class) happens later, in the pure ``rules`` module.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.rules import Detection
+from benchmarks.geneval.rules import ClassDetections
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Detector:
     def fingerprint(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, list[Detection]]]:
+    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Detections per image; those with score <= ``min_score`` may be left out (they never survive)."""
         raise NotImplementedError
 
@@ -139,13 +140,18 @@ class Instances:
     boxes: Any
     masks: Any
 
-    def to_detections(self, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, list[Detection]]:
-        """``{class name: [Detection, ...]}`` in this (score) order."""
-        out: dict[str, list[Detection]] = {}
-        for i in range(len(self.labels)):
-            box = tuple(float(v) for v in self.boxes[i])
-            det = Detection(box=box, score=float(self.scores[i]), mask=self.masks[i])  # type: ignore[arg-type]
-            out.setdefault(class_names[int(self.labels[i])], []).append(det)
+    def to_detections(self, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, ClassDetections]:
+        """``{class name: ClassDetections}`` in class-index order (the order of mmdet's per-class results, which the
+        official ``details`` follow); each class's rows in this order, float32 as produced."""
+        import numpy as np
+
+        labels = np.asarray(self.labels)
+        boxes = np.asarray(self.boxes, dtype=np.float32)
+        scores = np.asarray(self.scores, dtype=np.float32)
+        out: dict[str, ClassDetections] = {}
+        for label in np.unique(labels).tolist():
+            rows = np.flatnonzero(labels == label)
+            out[class_names[label]] = ClassDetections(boxes[rows], scores[rows], [self.masks[i] for i in rows])
         return out
 
 
@@ -198,7 +204,7 @@ def instance_postprocess(
     original: tuple[int, int],
     min_score: float = 0.0,
     class_names: tuple[str, ...] = CLASS_NAMES,
-) -> dict[str, list[Detection]]:
+) -> dict[str, ClassDetections]:
     """mmdet 2.x ``instance_postprocess`` for one image.
 
     ``class_logits`` is ``(Q, C+1)``; ``mask_logits`` is ``(Q, h, w)`` at 1/4 of the padded input.

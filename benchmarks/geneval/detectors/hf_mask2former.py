@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.detectors.base import Detector, instance_postprocess, preprocess
-from benchmarks.geneval.rules import Detection
+from benchmarks.geneval.rules import ClassDetections
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -75,11 +75,11 @@ class HFMask2Former(Detector):
         return {"detector": self.name, "label": self.label, "weights": str(self.options["weights"]),
                 "revision": self.options["revision"], "dtype": str(self.dtype), "scale": list(self.scale)}
 
-    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, list[Detection]]]:
+    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Batch same-size images through the model (no cross-size padding), mmdet post-processing."""
         import torch
 
-        results: list[dict[str, list[Detection]] | None] = [None] * len(images)
+        results: list[dict[str, ClassDetections] | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             by_size.setdefault(image.size, []).append(i)

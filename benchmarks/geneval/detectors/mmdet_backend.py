@@ -42,7 +42,7 @@ from benchmarks.geneval.detectors.official import (
     resolve_checkpoint,
     results_label,
 )
-from benchmarks.geneval.rules import Detection
+from benchmarks.geneval.rules import ClassDetections
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -234,8 +234,8 @@ class MMDetMask2Former(Detector):
                                  pred.bboxes.float().cpu().numpy()[order], pred.masks.cpu().numpy()[order]))
         return out
 
-    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, list[Detection]]]:
-        """Detections per image, ``{class name: [Detection, ...]}`` in score order."""
+    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
+        """Detections per image, ``{class name: ClassDetections}``, rows in score order."""
         from benchmarks.geneval.classes import CLASS_NAMES
 
         return [inst.to_detections(CLASS_NAMES) for inst in self.detect_raw(images, min_score)]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmarks.geneval.detectors.base import Detector, Instances, preprocess, topk_instances
-from benchmarks.geneval.rules import Detection
+from benchmarks.geneval.rules import ClassDetections
 from harness.datafiles import DataFile, sha256_file
 from harness.errors import HarnessError
 
@@ -921,7 +921,7 @@ class OfficialMask2Former(Detector):
                                                     (height, width), min_score)
         return [r for r in results if r is not None]
 
-    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, list[Detection]]]:
+    def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Detections per image in mmdet 2.x order; pairs with class prob <= ``min_score`` are skipped."""
         from benchmarks.geneval.classes import CLASS_NAMES
 

@@ -53,10 +53,13 @@ def test_instance_postprocess_scores_boxes_and_pairs():
     dog = out["dog"][0]
     sig = torch.sigmoid(torch.tensor(2.0)).item()
     assert dog.score == pytest.approx(0.9 * sig, rel=1e-4)  # class prob x mean sigmoid inside the mask
-    assert dog.box == (0.0, 0.0, 32.0, 32.0)  # tight box, +1 on the max
+    assert dog.box.tolist() == [0.0, 0.0, 32.0, 32.0]  # tight box, +1 on the max
     assert dog.mask.shape == (32, 32) and dog.mask.dtype == bool and dog.mask.all()
     person = out["person"][0]
-    assert person.score == 0.0 and person.box == (0.0, 0.0, 0.0, 0.0)
+    assert person.score == 0.0 and person.box.tolist() == [0.0, 0.0, 0.0, 0.0]
+    # float32 from the detector to the rules, classes in class-index order (as mmdet's per-class results)
+    assert list(out) == sorted(out, key=CLASS_NAMES.index)
+    assert all(d.boxes.dtype == d.scores.dtype == np.float32 and len(d.masks) == len(d) for d in out.values())
 
 
 def test_top100_is_over_query_class_pairs_so_a_query_can_carry_two_labels():

@@ -1,30 +1,36 @@
-"""The pure GenEval rules, case by case against shared/specs/geneval.md (§2.4, §3, §3.2)."""
+"""The pure GenEval rules, case by case: filtering, evaluation, the position rule."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.rules import (
+    ClassDetections,
     Detection,
     Options,
     box_iou,
     color_requests,
+    detection_details,
     evaluate,
     filter_detections,
     relative_position,
     validate_metadata,
 )
 
+F32 = np.float32
+
 
 def det(score: float, box=(0, 0, 10, 10)) -> Detection:
     return Detection(tuple(float(v) for v in box), score)
 
 
-# -- §3.2 position -----------------------------------------------------------------------------------
+# -- position ---------------------------------------------------------------------------------------
 def test_position_worked_example_left_of():
     # off=(-150,0); margin=(20,20); rev=(-130,0)/150 = (-0.867, 0) => {"left of"}
     assert relative_position([0, 0, 100, 100], [150, 0, 250, 100]) == {"left of"}
@@ -52,16 +58,40 @@ def test_position_above_below_with_y_down():
     assert relative_position([0, 100, 10, 110], [0, 0, 10, 10]) == {"below"}
 
 
+def test_position_computes_in_float32():
+    # A is a hair wide (3 float32 steps), its centre 0.4 right of B's, and the margin is 0.1 * (2 + hair): the
+    # shrunk offset is half the offset, right on the 0.5 edge. The official code's float32 arithmetic lands on
+    # 0.5 (no relation); float64 arithmetic on the same float32 box lands above it ("right of").
+    a = [F32(1.4), 0, np.nextafter(F32(1.4), F32(2)) + 2 * np.spacing(F32(1.4)), 1]
+    assert relative_position(a, [0, 0, 2, 1]) == set()
+
+
 def test_position_threshold_option():
     a, b = [45, 0, 145, 100], [0, 0, 100, 100]
     assert relative_position(a, b, position_threshold=0.0) == {"right of"}
     assert relative_position(a, b, position_threshold=0.3) == set()
 
 
-# -- §2.4 filtering ------------------------------------------------------------------------------------
+# -- filtering ----------------------------------------------------------------------------------------
 def test_threshold_is_strict():
     out = filter_detections({"dog": [det(0.3), det(0.30001)]}, "single_object")
     assert [d.score for d in out["dog"]] == [0.30001]
+
+
+def test_threshold_is_compared_in_float32():
+    # float32(0.3) = 0.30000001192...: above 0.3 in float64, but not above the threshold cast to float32, which is
+    # what the official code compares (a float32 score column against a Python float)
+    just_above = np.nextafter(F32(0.3), F32(1))
+    out = filter_detections({"dog": ClassDetections([[0, 0, 9, 9]] * 2, [F32(0.3), just_above])}, "single_object")
+    assert [d.score for d in out["dog"]] == [just_above]
+    out = filter_detections({"clock": ClassDetections([[0, 0, 9, 9]] * 2, [F32(0.9), F32(0.95)])}, "counting")
+    assert [d.score for d in out["clock"]] == [F32(0.95)]
+
+
+def test_equal_scores_come_out_in_reverse_detector_order():
+    # np.argsort(scores)[::-1] with numpy 1.23's sort, stable up to 16 rows: ties end up last-row-first
+    raw = {"cat": ClassDetections([[i, 0, i + 9, 9] for i in range(5)], [0.5, 0.7, 0.5, 0.7, 0.5], list("abcde"))}
+    assert [d.mask for d in filter_detections(raw, "two_object")["cat"]] == ["d", "b", "e", "c", "a"]
 
 
 def test_counting_threshold_applies_to_every_class():
@@ -86,6 +116,15 @@ def test_no_nms_by_default_and_nms_when_enabled():
     assert [d.score for d in out] == [0.8, 0.6]
 
 
+def test_iou_subtracts_in_float32_then_widens():
+    # official compute_iou on float32 rows under numpy 1.23: float32(2.3) - float32(0.3) rounds to 2.0 in float32
+    # (1.99999994 in float64), then "+ 1" is float64: heights 3 and 6, IoU exactly 0.5, not below max_overlap 0.5
+    a, b = [0, F32(0.3), 9, F32(2.3)], [0, F32(0.3), 9, F32(5.3)]
+    assert box_iou(a, b) == 0.5
+    out = filter_detections({"dog": ClassDetections([a, b], [0.9, 0.8])}, "two_object", Options(max_overlap=0.5))
+    assert len(out["dog"]) == 1
+
+
 def test_iou_plus_one_convention():
     assert box_iou([0, 0, 9, 9], [0, 0, 9, 9]) == 1.0
     # areas 100 each (10x10 with +1), intersection 5x10=50 -> 50/150
@@ -93,7 +132,7 @@ def test_iou_plus_one_convention():
     assert box_iou([0, 0, 9, 9], [20, 20, 29, 29]) == 0.0
 
 
-# -- §3 evaluation ---------------------------------------------------------------------------------------
+# -- evaluation -----------------------------------------------------------------------------------------
 SINGLE = {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}
 TWO = {"tag": "two_object", "include": [{"class": "bench", "count": 1}, {"class": "sports ball", "count": 1}],
        "prompt": "a photo of a bench and a sports ball"}
@@ -201,7 +240,23 @@ def test_validate_metadata_names_the_field(meta, message):
     assert message in str(info.value)
 
 
-def test_rules_module_imports_no_torch_or_numpy():
-    code = "import sys, benchmarks.geneval.rules; print('torch' in sys.modules, 'numpy' in sys.modules)"
+def test_details_are_the_float32_values_the_official_code_writes():
+    rows = np.array([[0.1, 0.2, 10.3, 20.7, 0.31]], F32)
+    detected = filter_detections({"dog": ClassDetections(rows[:, :4], rows[:, 4])}, "single_object")
+    assert json.dumps(detection_details(detected)) == json.dumps({"dog": [rows[0].tolist()]})
+    assert detection_details(detected)["dog"][0][0] == float(F32(0.1)) != 0.1
+
+
+def test_detections_given_as_lists_or_arrays_decide_alike():
+    rows = [Detection((i, 0, i + 9, 9), s, mask=i) for i, s in enumerate([0.5, 0.7, 0.5, 0.2])]
+    stacked = ClassDetections.of(rows)
+    assert stacked.boxes.dtype == stacked.scores.dtype == np.float32 and stacked.masks == [0, 1, 2, 3]
+    assert [d.mask for d in filter_detections({"cat": rows}, "colors")["cat"]] == [1, 2, 0]
+    with pytest.raises(ValueError, match="aligned"):
+        ClassDetections([[0, 0, 1, 1]], [0.5, 0.6])
+
+
+def test_rules_module_imports_no_torch():
+    code = "import sys, benchmarks.geneval.rules; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False False"
+    assert out.stdout.strip() == "False"
