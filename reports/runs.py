@@ -47,33 +47,21 @@ def is_device_sweep(path: Path) -> bool:
     return not (path / "summary.json").is_file() and any((path / "records").glob("attempts-*.jsonl"))
 
 
-def is_run_id(ref: str) -> bool:
-    """A run id as the harness makes them (one safe path component, e.g. ``geneval-1a2b...``)."""
-    from harness.core.paths import safe_name
-
-    try:
-        safe_name(ref, what="run id", where="store")
-    except HarnessError:
-        return False
-    return True
-
-
 def resolve_run(ref: str, store_path: str | None = None) -> Path:
     """A run folder, or a run id looked up in the store."""
     path = Path(ref)
     if (path / "summary.json").is_file() or is_device_sweep(path):
         return path
-    if is_run_id(ref):  # a path-like ref is never looked up as an id
-        from harness.store import Store
+    from harness.store import Store
 
-        store_file = Path(store_path) if store_path else None
-        with Store(store_file) as store:
-            runs = store.runs()
-        match = runs[runs["run_id"] == ref]
-        if len(match) and match.iloc[0]["out_dir"]:
-            found = Path(match.iloc[0]["out_dir"])
-            if (found / "summary.json").is_file() or is_device_sweep(found):
-                return found
+    store_file = Path(store_path) if store_path else None
+    with Store(store_file) as store:
+        runs = store.runs()
+    match = runs[runs["run_id"] == ref]
+    if len(match) and match.iloc[0]["out_dir"]:
+        found = Path(match.iloc[0]["out_dir"])
+        if (found / "summary.json").is_file() or is_device_sweep(found):
+            return found
     raise HarnessError(f"{ref}: not a scored run folder (no summary.json) nor a finished run id in the store; "
                        "pass the folder `harness run` printed")
 

@@ -119,6 +119,14 @@ def test_score_in_place_keeps_foreign_results_but_scores_a_plain_image_folder(tm
 
 
 # -- one owner: the lock ------------------------------------------------------------------------------
+def claim(run: Path, shard: Shard) -> None:
+    """Own ``run`` for a moment (the lock is released at once)."""
+    from harness.stages import own_run_folder
+
+    with own_run_folder(run, shard, stage="run"):
+        pass
+
+
 def test_lock_plain_shards_and_a_killed_holder(tmp_path) -> None:
     from harness.stages import own_run_folder
 
@@ -127,17 +135,13 @@ def test_lock_plain_shards_and_a_killed_holder(tmp_path) -> None:
     with own_run_folder(run, plain, stage="run"):
         for other in (plain, s0):
             with pytest.raises(HarnessError, match=rf"run folder {run} in use by PID {os.getpid()} \(host "):
-                with own_run_folder(run, other, stage="run"):
-                    pass
+                claim(run, other)
     with own_run_folder(run, s0, stage="run"), own_run_folder(run, s1, stage="run"):  # shards run side by side
         with pytest.raises(HarnessError, match=rf"in use by PID {os.getpid()} .*--shard 0/2"):
-            with own_run_folder(run, s0, stage="run"):  # the same shard twice
-                pass
+            claim(run, s0)  # the same shard twice
         with pytest.raises(HarnessError, match=r"in use by PID \d+ .*--shard [01]/2"):
-            with own_run_folder(run, plain, stage="run"):  # a whole-run process while shard jobs work
-                pass
-    with own_run_folder(run, plain, stage="run"):  # everything released
-        pass
+            claim(run, plain)  # a whole-run process while shard jobs work
+    claim(run, plain)  # everything released
 
     # a holder killed with SIGKILL leaves no lock behind (the kernel drops it)
     code = ("import sys, time; from pathlib import Path; from harness.distributed import Shard; "
@@ -148,13 +152,11 @@ def test_lock_plain_shards_and_a_killed_holder(tmp_path) -> None:
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(HarnessError, match=rf"in use by PID {holder.pid} "):
-            with own_run_folder(run, plain, stage="run"):
-                pass
+            claim(run, plain)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with own_run_folder(run, plain, stage="run"):
-        pass
+    claim(run, plain)
 
 
 def harness_cmd(*args: str) -> list[str]:
@@ -180,7 +182,7 @@ def test_two_processes_on_one_out_one_wins_the_other_is_told_who(tmp_path) -> No
         _, loser_err = loser.communicate(timeout=240)
     finally:
         winner.send_signal(signal.SIGCONT)
-    winner_out, winner_err = winner.communicate(timeout=300)
+    _, winner_err = winner.communicate(timeout=300)
     assert winner.returncode == 0, winner_err
     assert loser.returncode == 2, loser_err
     assert loser_err.count("\n") == 1, loser_err
