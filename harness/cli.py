@@ -183,20 +183,24 @@ def print_outcome(bench: Any, outcome: Any, store_path: Any) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from harness.registry import registry
+    from harness.stages import SINGLE, own_run_folder, read_json
     from harness.store import Store
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"harness merge {out}: is a file; pass the run (or scored image) folder")
     manifests = sorted(out.glob("scoring-*.json")) or ([out / "run.json"] if (out / "run.json").is_file() else [])
     if not manifests:
         raise HarnessError(f"{out}: no run.json or scoring-*.json; pass a folder made by `harness run`/`score`")
-    name = json.loads(manifests[0].read_text()).get("benchmark") or json.loads(manifests[0].read_text())[
-        "config"]["benchmark"]
+    manifest = read_json(manifests[0], "it is written by `harness run`/`score`; run that again")
+    name = manifest.get("benchmark") or manifest.get("config", {}).get("benchmark")
+    if not isinstance(name, str):
+        raise HarnessError(f"{manifests[0]}: names no benchmark; it is written by `harness run`/`score`")
     bench = registry("benchmarks").load(name)()
-    with Store(args.store) as store:
+    with Store(args.store) as store, own_run_folder(out, SINGLE, stage="merge"):
         outcome = bench.merge(out, store, scorer_hash=args.scorer)
     for path in outcome.repaired:
         print(f"repaired {path}: dropped a line cut short by a crash (its unit was not counted)")
@@ -216,10 +220,12 @@ def _null_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.core.paths import folder_arg
     from reports.html import build_report
     from reports.plots import geneval_bars, history
     from reports.runs import load_run
 
+    folder_arg(args.out, flag="--out")
     runs = [load_run(ref, args.store) for ref in args.runs]
     geneval = [r for r in runs if r.benchmark == "geneval"]
     html_path, md_path = build_report(runs, Path(args.out), bars_svg=geneval_bars(geneval) if geneval else "",
@@ -239,9 +245,12 @@ def _history_frame(store_path: str | None) -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.core.paths import folder_arg
     from reports.regression import compare_runs
     from reports.runs import load_run
 
+    if args.report:
+        folder_arg(args.report, flag="--report")
     base, new = load_run(args.base, args.store), load_run(args.new, args.store)
     comparisons, notes = compare_runs(base, new, threshold=args.threshold, intersection=args.intersection)
     print(f"{'metric':<26}{'base':>8}{'new':>8}{'delta':>9}  {'95% CI':<19}{'p':>8}  mark")

@@ -46,8 +46,33 @@ class Shard:
         if self.local_count > 1:
             _state().wait_for_everyone()
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank of this launch (``value`` itself for a single process)."""
+        if self.local_count == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        _state()
+        box = [value]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    @property
+    def job(self) -> int:
+        """Which ``--shard`` job this process belongs to (0 without ``--shard``)."""
+        return self.index // self.local_count
+
     def describe(self) -> str:
         return f"shard {self.index}/{self.count}" if self.count > 1 else "single process"
+
+
+def launch_identity() -> str | None:
+    """``MASTER_ADDR:MASTER_PORT`` (and torchrun's run id) of this process's launch; None for a plain process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    ident = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"{ident} run {run_id}" if run_id and run_id != "none" else ident
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.geneval.prompts import PromptItem, load_prompts
+from benchmarks.geneval.prompts import PromptItem, is_prompt_folder, load_prompts, prompt_folder
 from benchmarks.geneval.rules import Options
 from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_key, score_samples, write_results
 from harness import __version__
@@ -28,9 +28,16 @@ from harness.stages import (
     IncompleteRun,
     Outcome,
     Progress,
+    is_run_folder,
     listing,
     no_progress,
     open_manifest,
+    open_scoring_row,
+    own_run_folder,
+    read_json,
+    recorded_image,
+    scoring_images_dir,
+    scoring_run_id,
     shard_token,
 )
 from harness.store import Store
@@ -61,10 +68,10 @@ class RunPlan:
     @classmethod
     def from_manifest(cls, out: Path) -> RunPlan:
         """Rebuild the plan of an existing run from ``run.json`` and its per-prompt metadata files."""
-        manifest = json.loads((out / "run.json").read_text())
+        manifest = read_json(out / "run.json", "it is written by `harness run`; rerun it")
         items = []
         for index in manifest["config"]["prompts"]["indices"]:
-            path = out / "images" / f"{index:05d}" / "metadata.jsonl"
+            path = out / "images" / prompt_folder(index, where=str(out / "run.json")) / "metadata.jsonl"
             try:
                 items.append(PromptItem(index, json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, json.JSONDecodeError) as exc:
@@ -156,6 +163,11 @@ class GenEval:
             progress: Progress = no_progress, shard: Shard = SINGLE) -> Outcome:
         """Generate this shard's images (resumable), then score (resumable); rank 0 writes the results."""
         plan = self.plan(args, model)
+        with own_run_folder(plan.out, shard, stage="run"):
+            return self._run(args, model, plan, store=store, provenance=provenance, progress=progress, shard=shard)
+
+    def _run(self, args: argparse.Namespace, model: Any, plan: RunPlan, *, store: Store, provenance: dict[str, Any],
+             progress: Progress, shard: Shard) -> Outcome:
         out, run_id, config = plan.out, plan.run_id, plan.config
         open_manifest(out, run_id, config, provenance)
         if shard.finalizes:
@@ -199,15 +211,17 @@ class GenEval:
     def _generated_samples(self, plan: RunPlan) -> list[Sample]:
         """The run's images from the generation records; names exactly the units that are missing."""
         done = RecordLog(plan.out / "records", "generate").read()
-        missing = [u for u in plan.units() if u.key not in done or not (plan.out / done[u.key]["image"]).is_file()]
+        where = str(plan.out / "records")
+        missing = [u for u in plan.units()
+                   if u.key not in done or not recorded_image(plan.out, done[u.key], where).is_file()]
         if missing:
             names = [f"{u.item_id}/samples/{u.sample_index:04d}.png" for u in missing]
             raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.units())} images not generated yet "
                                 f"({listing(names)}); rerun the same `harness run` (any number of processes, "
                                 "or the missing --shard jobs) to generate them", names)
         by_id = {item.folder: item for item in plan.items}
-        return [Sample(plan.out / done[u.key]["image"], u.item_id, by_id[u.item_id].metadata, done[u.key]["sha256"])
-                for u in plan.units()]
+        return [Sample(recorded_image(plan.out, done[u.key], where), u.item_id, by_id[u.item_id].metadata,
+                       done[u.key]["sha256"]) for u in plan.units()]
 
     def score(self, args: argparse.Namespace, *, store: Store, provenance: dict[str, Any],
               progress: Progress = no_progress, shard: Shard = SINGLE) -> Outcome:
@@ -215,10 +229,11 @@ class GenEval:
         images_dir = Path(args.images)
         parent_manifest = images_dir.parent / "run.json"
         extra: dict[str, Any] = {}
-        if images_dir.name == "images" and parent_manifest.is_file():
+        of_run = images_dir.name == "images" and is_run_folder(images_dir.parent)
+        if of_run:
             out = Path(args.out) if args.out else images_dir.parent
             plan = RunPlan.from_manifest(images_dir.parent)
-            run_id = plan.run_id
+            source_id, scored = plan.run_id, images_dir.parent
             samples = self._generated_samples(plan)  # all planned images, or an error naming the missing ones
             extra = {"prompt_set": plan.config["prompts"] | {"indices": len(plan.items)},
                      "model": plan.config["model"], "expected_images": len(samples)}
@@ -229,7 +244,7 @@ class GenEval:
             provenance = {**json.loads(parent_manifest.read_text()).get("provenance", {}), **provenance}
         else:
             out = Path(args.out) if args.out else images_dir
-            run_id = f"geneval-score-{content_hash(str(images_dir.resolve()), 12)}"
+            source_id, scored = f"geneval-score-{content_hash(str(images_dir.resolve()), 12)}", images_dir
             found = discover(images_dir)
             samples = found.samples
             counts: dict[str, int] = {}
@@ -238,12 +253,15 @@ class GenEval:
             most = max(counts.values())
             extra = {"skipped_files": found.skipped,
                      "prompts_with_fewer_images": sorted(k for k, v in counts.items() if v < most)}
-        if shard.finalizes:
-            store.upsert_run(run_id, self.name, status="scoring", model="external", out_dir=str(out),
-                             config={"images": str(images_dir.resolve())}, provenance=provenance,
-                             harness_version=__version__)
-        return self._score(args, samples, out, images_dir, run_id, store, progress, shard, extra=extra,
-                           provenance=provenance)
+        run_id = scoring_run_id(source_id, scored, out)
+        if run_id != source_id:
+            extra["scored_run"] = source_id
+        with own_run_folder(out, shard, stage="score"):
+            if shard.finalizes:
+                open_scoring_row(store, self.name, run_id, source_id, of_run=of_run, out=out, images_dir=images_dir,
+                                 model=extra.get("model", {}).get("adapter", "external"), provenance=provenance)
+            return self._score(args, samples, out, images_dir, run_id, store, progress, shard, extra=extra,
+                               provenance=provenance)
 
     def _score(self, args: argparse.Namespace, samples: list[Sample], out: Path, images_dir: Path, run_id: str,
                store: Store, progress: Progress, shard: Shard, *, extra: dict[str, Any],
@@ -351,7 +369,16 @@ def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:
     if not paths:
         raise HarnessError(f"{out}: no scoring manifest (scoring-*.json){' for ' + scorer_hash if scorer_hash else ''}"
                            "; score first with `harness score geneval --images ...` or `harness run`")
-    return json.loads(paths[-1].read_text())
+    manifest = read_json(paths[-1], "score again to rewrite it")
+    files = []  # every file finalize reads under images_dir: the listed samples' prompt metadata
+    for entry in manifest.get("samples", []):
+        name, item_id = (entry[:2] if isinstance(entry, list) and len(entry) == 3 else (None, None))
+        if not (isinstance(name, str) and isinstance(item_id, str) and is_prompt_folder(item_id)
+                and name.startswith(f"{item_id}/samples/")):
+            raise HarnessError(f"{paths[-1]}: sample {entry!r} is not [NNNNN/samples/FILE, NNNNN, sha256]; score again")
+        files += [name, f"{item_id}/metadata.jsonl"]
+    scoring_images_dir(out, paths[-1], manifest, files)
+    return manifest
 
 
 def _generate_batch(model: Any, batch: list[WorkUnit], items: dict[str, PromptItem],

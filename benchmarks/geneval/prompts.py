@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,22 @@ OFFICIAL_COUNTS = {"single_object": 80, "two_object": 99, "counting": 80, "color
                    "color_attr": 100}
 
 
+_FOLDER = re.compile(r"[0-9]+")
+
+
+def is_prompt_folder(name: str) -> bool:
+    """A prompt folder name of the official layout: ASCII digits only (so it is a safe path component)."""
+    return bool(_FOLDER.fullmatch(name))
+
+
+def prompt_folder(index: object, *, where: str) -> str:
+    """The folder ``NNNNN`` of prompt ``index``, or a one-line error naming ``where`` if it is not a line number."""
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise HarnessError(f"{where}: prompt index {index!r} must be a whole number >= 0 (a line of the metadata "
+                           "file); rerun `harness run` to rewrite it")
+    return f"{index:05d}"
+
+
 @dataclass(frozen=True)
 class PromptItem:
     """One prompt: its line index in the metadata file and the metadata object itself."""
@@ -41,7 +58,7 @@ class PromptItem:
     @property
     def folder(self) -> str:
         """The official per-prompt folder name, ``NNNNN``."""
-        return f"{self.index:05d}"
+        return prompt_folder(self.index, where="prompt set")
 
     @property
     def tag(self) -> str:

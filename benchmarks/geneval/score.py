@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.geneval.classes import CLASS_NAMES
+from benchmarks.geneval.prompts import is_prompt_folder
 from benchmarks.geneval.rules import (
     Options,
     color_requests,
@@ -24,6 +25,7 @@ from benchmarks.geneval.rules import (
     filter_detections,
     validate_metadata,
 )
+from harness.core.paths import inside
 from harness.datafiles import sha256_file
 from harness.errors import HarnessError
 from harness.runner import run_stage
@@ -65,7 +67,8 @@ def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> 
         raise HarnessError(f"--images {root}: no such folder")
     samples: list[Sample] = []
     skipped: list[str] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+    for folder in sorted(p for p in root.iterdir() if is_prompt_folder(p.name) and p.is_dir()):
+        inside(root, folder.name, "metadata.jsonl", what="prompt folder")  # a link out of --images is refused
         meta_path = folder / "metadata.jsonl"
         if not meta_path.is_file():
             raise HarnessError(f"{meta_path}: missing; each prompt folder needs its metadata.jsonl "
@@ -87,6 +90,7 @@ def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> 
                 continue
             if only is not None and rel not in only:
                 continue
+            inside(root, rel, what="sample")
             samples.append(Sample(sample_dir / name, folder.name, meta, sha256_file(sample_dir / name)))
     if not samples:
         raise HarnessError(

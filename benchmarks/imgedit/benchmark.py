@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
 from harness import __version__
+from harness.core.paths import inside, safe_name
 from harness.datafiles import sha256_file
 from harness.distributed import Shard
 from harness.errors import HarnessError
@@ -30,9 +31,18 @@ from harness.stages import (
     IncompleteRun,
     Outcome,
     Progress,
+    checked_case_keys,
+    is_lock_file,
+    is_run_folder,
     listing,
     no_progress,
     open_manifest,
+    open_scoring_row,
+    own_run_folder,
+    read_json,
+    recorded_image,
+    scoring_images_dir,
+    scoring_run_id,
     shard_token,
 )
 from harness.store import Store
@@ -168,41 +178,43 @@ class ImgEdit:
         }
         run_id = f"imgedit-{content_hash(config, 12)}"
         out = Path(args.out) if args.out else Path("runs") / "imgedit" / f"{model.name}-{run_id[8:16]}"
-        open_manifest(out, run_id, config, provenance | {"sources": case_set.provenance["sources"]})
-        if not (out / "cases.json").is_file():  # the selected cases in the official schema, and the rubrics
-            atomic_write_text(out / "cases.json", json.dumps({c.key: c.record() for c in cases}, indent=1) + "\n")
-            atomic_write_text(out / "rubrics.json", json.dumps(case_set.rubrics, indent=1, ensure_ascii=False) + "\n")
-        if shard.finalizes:
-            store.upsert_run(run_id, self.name, status="generating", model=model.name,
-                             model_hash=config["model_hash"], out_dir=str(out), config=config,
-                             provenance=provenance, harness_version=__version__)
-        units = [WorkUnit(self.name, c.key, content_hash([c.record(), shas[c.source]]), 0, args.seed,
-                          config["model_hash"]) for c in cases]
-        by_key = {c.key: c for c in cases}
-
-        def generate(batch: list[WorkUnit]) -> list[dict[str, Any]]:
-            return _edit_batch(model, batch, by_key, case_set, out, resize=not args.keep_model_size)
-
-        with RecordLog(out / "records", "generate", token=shard_token(shard)) as log:
-            already = len(log.read())
-            try:
-                with progress("edit", -(-len(units) // shard.count)) as tick:
-                    run_stage(units, key=lambda u: u.key, process=generate, log=log, batch_size=args.batch_size,
-                              shard=(shard.index, shard.count), progress=tick)
-            finally:
-                store.add_samples(run_id, log.read().values())
-        generated = max(len(units) - already, 0)
-        shard.barrier()
-        if shard.jobs > 1 or args.no_score:
+        with own_run_folder(out, shard, stage="run"):
+            open_manifest(out, run_id, config, provenance | {"sources": case_set.provenance["sources"]})
+            if not (out / "cases.json").is_file():  # the selected cases in the official schema, and the rubrics
+                atomic_write_text(out / "cases.json", json.dumps({c.key: c.record() for c in cases}, indent=1) + "\n")
+                atomic_write_text(out / "rubrics.json",
+                                  json.dumps(case_set.rubrics, indent=1, ensure_ascii=False) + "\n")
             if shard.finalizes:
-                store.upsert_run(run_id, self.name, status="generated")
-            return Outcome(out, run_id, {}, generated, partial=shard.jobs > 1)
-        _check_generated(out, units)
-        extra = {"model": config["model"], "seed": args.seed, "resize_to_source": not args.keep_model_size}
-        outcome = self._score(args, judge, case_set, cases, out / "images", out, run_id, store, progress, shard,
-                              extra=extra, provenance=provenance)
-        outcome.generated = generated
-        return outcome
+                store.upsert_run(run_id, self.name, status="generating", model=model.name,
+                                 model_hash=config["model_hash"], out_dir=str(out), config=config,
+                                 provenance=provenance, harness_version=__version__)
+            units = [WorkUnit(self.name, c.key, content_hash([c.record(), shas[c.source]]), 0, args.seed,
+                              config["model_hash"]) for c in cases]
+            by_key = {c.key: c for c in cases}
+
+            def generate(batch: list[WorkUnit]) -> list[dict[str, Any]]:
+                return _edit_batch(model, batch, by_key, case_set, out, resize=not args.keep_model_size)
+
+            with RecordLog(out / "records", "generate", token=shard_token(shard)) as log:
+                already = len(log.read())
+                try:
+                    with progress("edit", -(-len(units) // shard.count)) as tick:
+                        run_stage(units, key=lambda u: u.key, process=generate, log=log, batch_size=args.batch_size,
+                                  shard=(shard.index, shard.count), progress=tick)
+                finally:
+                    store.add_samples(run_id, log.read().values())
+            generated = max(len(units) - already, 0)
+            shard.barrier()
+            if shard.jobs > 1 or args.no_score:
+                if shard.finalizes:
+                    store.upsert_run(run_id, self.name, status="generated")
+                return Outcome(out, run_id, {}, generated, partial=shard.jobs > 1)
+            _check_generated(out, units)
+            extra = {"model": config["model"], "seed": args.seed, "resize_to_source": not args.keep_model_size}
+            outcome = self._score(args, judge, case_set, cases, out / "images", out, run_id, store, progress, shard,
+                                  extra=extra, provenance=provenance)
+            outcome.generated = generated
+            return outcome
 
     # -- score ----------------------------------------------------------------------------------------
     def score(self, args: argparse.Namespace, *, store: Store, provenance: dict[str, Any],
@@ -214,10 +226,11 @@ class ImgEdit:
         judge = self.build_judge(args)
         run_json = images_dir.parent / "run.json"
         extra: dict[str, Any] = {}
-        if images_dir.name == "images" and run_json.is_file():
+        of_run = images_dir.name == "images" and is_run_folder(images_dir.parent)
+        if of_run:
             out = Path(args.out) if args.out else images_dir.parent
-            manifest = json.loads(run_json.read_text())
-            run_id, config = manifest["run_id"], manifest["config"]
+            manifest = read_json(run_json, "it is written by `harness run imgedit`; rerun it")
+            (source_id, config), scored = (manifest["run_id"], manifest["config"]), images_dir.parent
             case_set = _run_case_set(images_dir.parent, manifest)
             cases = case_set.select(self._types(args), args.limit)
             units = [WorkUnit(self.name, c.key, "", 0, 0, "") for c in cases]
@@ -228,16 +241,18 @@ class ImgEdit:
             out = Path(args.out) if args.out else images_dir
             case_set = self.case_set(args)
             cases = case_set.select(self._types(args), args.limit)
-            run_id = f"imgedit-score-{content_hash(str(images_dir.resolve()), 12)}"
+            source_id, scored = f"imgedit-score-{content_hash(str(images_dir.resolve()), 12)}", images_dir
             extra = _inventory(images_dir, case_set, cases)
             provenance = provenance | {"sources": case_set.provenance["sources"]}
-        if shard.finalizes:
-            model_name = extra.get("model", {}).get("adapter", "external")
-            store.upsert_run(run_id, self.name, status="scoring", model=model_name, out_dir=str(out),
-                             config={"images": str(images_dir.resolve())}, provenance=provenance,
-                             harness_version=__version__)
-        return self._score(args, judge, case_set, cases, images_dir, out, run_id, store, progress, shard,
-                           extra=extra, provenance=provenance)
+        run_id = scoring_run_id(source_id, scored, out)
+        if run_id != source_id:
+            extra["scored_run"] = source_id
+        with own_run_folder(out, shard, stage="score"):
+            if shard.finalizes:
+                open_scoring_row(store, self.name, run_id, source_id, of_run=of_run, out=out, images_dir=images_dir,
+                                 model=extra.get("model", {}).get("adapter", "external"), provenance=provenance)
+            return self._score(args, judge, case_set, cases, images_dir, out, run_id, store, progress, shard,
+                               extra=extra, provenance=provenance)
 
     def _score(self, args: argparse.Namespace, judge: Any, case_set: CaseSet, cases: list[Case], images_dir: Path,
                out: Path, run_id: str, store: Store, progress: Progress, shard: Shard, *, extra: dict[str, Any],
@@ -419,8 +434,8 @@ def _edit_batch(model: Any, batch: list[WorkUnit], cases: dict[str, Case], case_
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         data = buf.getvalue()
-        rel = f"images/{unit.item_id}.png"
-        atomic_write_bytes(out / rel, data, fsync=False)  # the record log is fsynced after
+        rel = f"images/{safe_name(unit.item_id, what='case key', where=str(out / 'cases.json'))}.png"
+        atomic_write_bytes(inside(out, rel, what="edited image"), data, fsync=False)  # the record log is fsynced after
         records.append({"key": unit.key, "item_id": unit.item_id, "sample_index": 0, "seed": unit.seed, "image": rel,
                         "sha256": _sha256(data), "seconds": seconds, "model_size": model_size,
                         "source_size": list(source.size)})
@@ -430,9 +445,10 @@ def _edit_batch(model: Any, batch: list[WorkUnit], cases: dict[str, Case], case_
 def _check_generated(out: Path, units: list[WorkUnit] | None, keys: list[str] | None = None) -> None:
     """Every planned edit recorded and on disk, or an :class:`IncompleteRun` naming the missing ones."""
     done = RecordLog(out / "records", "generate").read()
-    recorded = {r["item_id"] for r in done.values() if (out / r["image"]).is_file()}
+    on_disk = {k for k, r in done.items() if recorded_image(out, r, str(out / "records")).is_file()}
+    recorded = {done[k]["item_id"] for k in on_disk}
     if units is not None:
-        have = {k for k, r in done.items() if (out / r["image"]).is_file()}
+        have = on_disk
         names = [f"{u.item_id}.png" for u in units if u.key not in have]
     else:
         names = [f"{k}.png" for k in keys or [] if k not in recorded]
@@ -463,6 +479,8 @@ def _inventory(images_dir: Path, case_set: CaseSet, cases: list[Case]) -> dict[s
     selected = {c.key for c in cases}
     unknown, others, skipped = [], [], []
     for p in sorted(images_dir.iterdir()):
+        if is_lock_file(p.name):
+            continue
         if p.suffix.lower() != ".png" or not p.is_file():
             skipped.append(p.name)
         elif p.stem not in known:
@@ -482,7 +500,7 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], images_dir: P
     shas = check_sources(case_set, cases)
     units, missing, wrong = [], [], []
     for case in cases:
-        image = images_dir / f"{case.key}.png"
+        image = inside(images_dir, f"{case.key}.png", what="edited image")
         if not image.is_file():
             missing.append(case.key)
             continue
@@ -553,7 +571,14 @@ def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:
     if not paths:
         raise HarnessError(f"{out}: no scoring manifest (scoring-*.json){' for ' + scorer_hash if scorer_hash else ''}"
                            "; judge first with `harness score imgedit --images ...` or `harness run imgedit`")
-    return json.loads(paths[-1].read_text())
+    manifest = read_json(paths[-1], "judge again to rewrite it")
+    try:
+        keys = checked_case_keys([case[0] for case in manifest["cases"]], str(paths[-1]))
+        judged = set(manifest["units"])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise HarnessError(f"{paths[-1]}: cases/units missing or malformed; judge again to rewrite it") from exc
+    scoring_images_dir(out, paths[-1], manifest, [f"{key}.png" for key in keys if key in judged])
+    return manifest
 
 
 def _sha256(data: bytes) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.paths import inside, safe_name, safe_relpath
 from harness.datafiles import DataFile, cache_dir, fetch, sha256_file
 from harness.errors import HarnessError
 
@@ -88,7 +89,8 @@ class CaseSet:
         return out
 
     def source_path(self, case: Case) -> Path:
-        return self.source_root / case.source
+        """The case's source image, resolved and refused if it leaves the source root (links included)."""
+        return inside(self.source_root, case.source, what=f"case {case.key!r}: source image")
 
 
 def rubric_sha(text: str) -> str:
@@ -120,14 +122,14 @@ def parse_cases(data: Any, path: Path, rubrics: dict[str, str], renamed: dict[st
         raise HarnessError(f"{path}: expected a JSON object case key -> {{id, prompt, edit_type}}")
     cases = []
     for key, item in data.items():
+        safe_name(key, what="case key", where=str(path))  # it becomes the file name <key>.png
         where = f"{path}: case {key!r}"
         if not isinstance(item, dict):
             raise HarnessError(f"{where}: expected an object with id, prompt, edit_type")
         for name in ("id", "prompt", "edit_type"):
             if not isinstance(item.get(name), str) or not item[name].strip():
                 raise HarnessError(f"{where}: field {name!r} missing or not text")
-        if os.path.isabs(item["id"]) or ".." in Path(item["id"]).parts:
-            raise HarnessError(f"{where}: id {item['id']!r} must be a path relative to the image root")
+        safe_relpath(item["id"], what="id", where=f"{where} (its id must be a path relative to the image root)")
         original = item["edit_type"]
         edit_type = renamed.get(original, original)
         if edit_type not in rubrics:

@@ -73,3 +73,11 @@ def inside(root: str | os.PathLike, *parts: str, what: str = "path") -> Path:
         raise HarnessError(f"{what} {'/'.join(parts)!r} resolves to {target}, outside {base}; "
                            "refusing to read or write there")
     return target
+
+
+def folder_arg(path: str | os.PathLike, *, flag: str) -> Path:
+    """``path`` given as an output folder: a one-line error if it exists and is not a folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise HarnessError(f"{flag} {folder}: is a file, not a folder; pass a folder (it is created if missing)")
+    return folder
