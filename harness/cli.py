@@ -278,6 +278,23 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _redact_output() -> None:
+    """Mask secrets in every log line (the root logger's handlers) and in the traceback of an unexpected error."""
+    from harness.core.secrets import RedactingFilter, redact
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    if not getattr(sys.excepthook, "redacts", False):
+        import traceback
+
+        def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+            sys.stderr.write(redact("".join(traceback.format_exception(kind, exc, tb))))
+
+        excepthook.redacts = True  # type: ignore[attr-defined]
+        sys.excepthook = excepthook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -285,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    _redact_output()
     try:
         if args.command == "list":
             if rest:
@@ -309,7 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from harness.core.secrets import redact
+
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 3 if type(exc).__name__ == "IncompleteRun" else 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

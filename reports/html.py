@@ -89,6 +89,8 @@ def geneval_table(runs: Sequence[RunData]) -> str:
 
 def imgedit_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, str]:
     """Per edit type (strict and parity), status counts, judge, and a grid: source | edited with the sub-scores."""
+    from benchmarks.imgedit.aggregate import failed_attempts
+
     s = run.summary
     strict, parity = s.get("strict") or {}, s.get("parity") or {}
     md_rows = ["| type | score | parity | cases | scored | parse_failed | judge_failed |", "|---" * 7 + "|"]
@@ -107,7 +109,8 @@ def imgedit_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str
     returned = ", ".join(judge.get("returned_models") or [])
     head = (f"<h2>ImgEdit: {esc(run.run_id)} ({esc(run.model_name)}), mode {esc(s.get('mode'))}</h2>"
             f"<p>judge {esc(judge.get('requested_model'))} (returned: {esc(returned)}"
-            f"), requests {esc(judge.get('requests'))}, cost ≈ ${fmt(judge.get('cost_usd'), 2)}</p>")
+            f"), requests {esc(judge.get('requests'))} (retries {esc(judge.get('retries', 0))}"
+            f"{esc(failed_attempts(judge, '; failed: '))}), cost ≈ ${fmt(judge.get('cost_usd'), 2)}</p>")
     table = ("<table><tr><th class=l>type</th><th>score</th><th>parity</th><th>cases</th><th>scored</th>"
              "<th>parse_failed</th><th>judge_failed</th></tr>" + "".join(rows) + "</table>")
     return head + table + imgedit_grid(run, out_dir, limit), "\n".join(md_rows)

@@ -150,8 +150,9 @@ def format_table(summary: Mapping[str, Any]) -> str:
                  f"{parity['cases_kept']}, dropped {parity['dropped_unparseable']} unparseable")
     j = summary["judge"]
     cost = "unknown price" if j.get("cost_usd") is None else f"~${j['cost_usd']:.2f}"
-    lines.append(f"judge: {j['requests']} requests ({j['retries']} retries), {j['cache_hits']} cached; tokens in "
-                 f"{j['prompt_tokens']} out {j['completion_tokens']} ({cost} this run)")
+    lines.append(f"judge: {j['requests']} requests ({j['retries']} retries{failed_attempts(j, '; failed: ')}), "
+                 f"{j['cache_hits']} cached; tokens in {j['prompt_tokens']} out {j['completion_tokens']} "
+                 f"({cost} this run)")
     clip = summary.get("clip")
     if clip and clip.get("overall"):
         o = clip["overall"]
@@ -162,6 +163,12 @@ def format_table(summary: Mapping[str, Any]) -> str:
     if summary.get("model", {}).get("adapter") == "tiny" or "demo" in summary["label"]:
         lines.append("note: demo cases and/or random-weight tiny model — this score is meaningless")
     return "\n".join(lines)
+
+
+def failed_attempts(judge: Mapping[str, Any], prefix: str = "") -> str:
+    """The judge's attempts that brought no answer, by cause (``http_429 3, timeout 1``), after ``prefix``; or ''."""
+    causes = judge.get("failed_attempts") or {}
+    return prefix + ", ".join(f"{cause} {n}" for cause, n in causes.items()) if causes else ""
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

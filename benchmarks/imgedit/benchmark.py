@@ -327,7 +327,8 @@ class ImgEdit:
         return Outcome(out, run_id, self.finalize(out, store, scorer_hash=scorer_hash))
 
     def finalize(self, out: Path, store: Store, *, scorer_hash: str | None = None) -> dict[str, Any]:
-        """Records of every process → ``results.jsonl``, ``result.json`` (official), ``summary.json``, store."""
+        """Records of every process → ``results.jsonl``, ``result.json`` (official) and ``judge_failures.json``,
+        ``summary.json`` (with the judge's requests, retries and failed attempts by cause), the store."""
         from benchmarks.imgedit.aggregate import metric_rows, summarize_parity, summarize_strict
         from benchmarks.imgedit.judge import estimate_cost
 
@@ -355,10 +356,16 @@ class ImgEdit:
         returned = sorted({r["judge_model"] for r in records if r.get("judge_model")})
         requested = manifest["scorer"]["model"]
         price = tuple(manifest["price"]) if manifest.get("price") else None
+        causes: dict[str, int] = {}
+        for r in fresh:
+            for cause, n in (r.get("attempt_causes") or {}).items():
+                causes[cause] = causes.get(cause, 0) + n
         judge = {
             "requested_model": requested, "returned_models": returned, "parameters": manifest["scorer"],
+            "endpoints": sorted({r["endpoint"] for r in records if r.get("endpoint")}),
             "requests": sum(r.get("attempts", 0) for r in fresh), "retries": sum(max(r.get("attempts", 0) - 1, 0)
                                                                                 for r in fresh),
+            "failed_attempts": dict(sorted(causes.items())),
             "cache_hits": len(records) - len(fresh), "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "cost_usd": estimate_cost(returned[0] if returned else requested, prompt_tokens, completion_tokens, price),
@@ -527,8 +534,10 @@ def _record(unit: ScoreUnit, result: Any, labels: list[str], images_dir: Path) -
 
     base = {"key": unit.key, "case": unit.case.key, "edit_type": unit.case.edit_type, "image": unit.image.name,
             "image_sha256": unit.image_sha, "source_sha256": unit.source_sha, "cached": result.cached,
-            "attempts": result.attempts, "seconds": round(result.seconds, 3), "judge_model": result.model,
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}
+            "attempts": result.attempts, "attempt_causes": getattr(result, "causes", {}),
+            "endpoint": getattr(result, "endpoint", None), "seconds": round(result.seconds, 3),
+            "judge_model": result.model, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens}
     if not result.ok:
         return base | {"status": "judge_failed", "reason": result.reason, "scores": None, "answer": None}
     parsed = parse_strict(result.answer, tuple(labels))
@@ -555,13 +564,18 @@ def _store_rows(records: Any) -> list[dict[str, Any]]:
 
 
 def _write_results(records: list[dict[str, Any]], images_dir: Path, out: Path) -> None:
-    """``results.jsonl`` (one line per case, case order) and the official ``result.json`` (key → answer)."""
+    """``results.jsonl`` (one line per case, case order), the official ``result.json`` (key → answer text, the
+    cases the judge answered only: what ``step1_get_avgscore.py`` reads) and ``judge_failures.json`` (key →
+    reason, the cases it did not answer)."""
     lines = [json.dumps({k: r.get(k) for k in ("case", "edit_type", "image", "status", "reason", "scores", "answer",
-                                               "judge_model", "cached", "attempts", "image_sha256")},
+                                               "judge_model", "cached", "attempts", "attempt_causes",
+                                               "image_sha256")},
                         ensure_ascii=False) for r in records]
     atomic_write_text(out / "results.jsonl", "\n".join(lines) + "\n")
-    official = {r["case"]: r["answer"] if r.get("answer") is not None else {"error": r["reason"]} for r in records}
+    official = {r["case"]: r["answer"] for r in records if r.get("answer") is not None}
+    failures = {r["case"]: r.get("reason") or r["status"] for r in records if r.get("answer") is None}
     atomic_write_text(out / "result.json", json.dumps(official, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "judge_failures.json", json.dumps(failures, indent=1, ensure_ascii=False) + "\n")
 
 
 def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:

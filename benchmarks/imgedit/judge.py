@@ -6,14 +6,18 @@ bytes base64-encoded and declared ``image/png``. Additionally ``temperature`` (d
 (default 42) are sent (``--temperature none --judge-seed none`` sends neither, like the official script).
 
 * The API key comes from ``OPENAI_API_KEY`` or the variable named by ``--judge-api-key-env``; it is
-  handed to the client only, never stored in the fingerprint, cache, records or logs.
+  handed to the client only, never stored in the fingerprint, cache, records or logs. The base URL is
+  shown and stored only without its credentials (``harness.core.secrets``); a query string in it
+  (``?api-version=...``) is sent with every request.
 * Concurrency is bounded by an ``asyncio.Semaphore``; 429/5xx/timeouts/connection errors/malformed
   responses are retried with exponential backoff and full jitter, honouring ``Retry-After``; other 4xx and
   content-filter refusals fail the case at once (``judge_failed`` with the reason). 401/403/404 stop the
-  run with one line (a wrong key, base URL or model name fails every case alike).
-* A SQLite cache keyed by (requested model, rubric sha, case id, instruction, image sha256s, request
-  parameters) keeps every answer the moment it arrives, so re-scoring costs nothing and a crash loses
-  nothing. The model string the endpoint returns and the token usage are stored with each answer.
+  run with one line (a wrong key, base URL or model name fails every case alike). Every attempt that
+  brought no answer is counted by cause (``http_<status>``, ``timeout``, ``connection``, ``parse``,
+  ``content_filter``), per case and per run.
+* A SQLite cache keyed by (endpoint, requested model, rubric sha, case id, instruction, image sha256s,
+  request parameters) keeps every answer the moment it arrives, so re-scoring costs nothing and a crash
+  loses nothing. The model string the endpoint returns and the token usage are stored with each answer.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import os
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.secrets import redact, redact_url, register_secret, register_url, split_query
 from harness.errors import HarnessError
 from harness.units import content_hash
 
@@ -55,7 +61,11 @@ class JudgeRequest:
 
 @dataclass
 class JudgeResult:
-    """One case's outcome: the answer (``ok``) or the failure reason, with usage and attempts."""
+    """One case's outcome: the answer (``ok``) or the failure reason, with usage and attempts.
+
+    ``causes`` counts the attempts that brought no answer, by cause; ``endpoint`` is the base URL that
+    answered, without credentials.
+    """
 
     key: str
     ok: bool
@@ -67,11 +77,13 @@ class JudgeResult:
     attempts: int = 0
     cached: bool = False
     seconds: float = 0.0
+    causes: dict[str, int] = field(default_factory=dict)
+    endpoint: str | None = None
 
 
 @dataclass
 class JudgeStats:
-    """Counters of one scoring run (requests actually sent, retries, cache hits, tokens sent now)."""
+    """Counters of one scoring run (requests actually sent, retries, cache hits, tokens sent now, causes)."""
 
     requests: int = 0
     retries: int = 0
@@ -80,6 +92,7 @@ class JudgeStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     returned_models: set[str] = field(default_factory=set)
+    causes: Counter = field(default_factory=Counter)
 
 
 def price_for(model: str, override: tuple[float, float] | None = None) -> tuple[float, float] | None:
@@ -122,22 +135,27 @@ class JudgeCache:
         self.db.execute("PRAGMA busy_timeout=60000")
         self.db.execute("""CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, requested_model TEXT,
                            returned_model TEXT, answer TEXT NOT NULL, prompt_tokens INTEGER,
-                           completion_tokens INTEGER, created REAL)""")
+                           completion_tokens INTEGER, created REAL, endpoint TEXT)""")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(answers)")}
+        if "endpoint" not in columns:  # a cache written before the endpoint was recorded
+            self.db.execute("ALTER TABLE answers ADD COLUMN endpoint TEXT")
         self.db.commit()
 
     def get(self, key: str) -> JudgeResult | None:
-        row = self.db.execute("SELECT returned_model, answer, prompt_tokens, completion_tokens FROM answers "
+        row = self.db.execute("SELECT returned_model, answer, prompt_tokens, completion_tokens, endpoint FROM answers "
                               "WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
         return JudgeResult(key, True, row[1], row[0], prompt_tokens=row[2] or 0, completion_tokens=row[3] or 0,
-                           cached=True)
+                           cached=True, endpoint=row[4])
 
     def put(self, result: JudgeResult, requested_model: str) -> None:
+        """Keep an answer; the endpoint is stored as given (callers pass it without credentials)."""
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?)",
+            self.db.execute("INSERT OR REPLACE INTO answers (key, requested_model, returned_model, answer, "
+                            "prompt_tokens, completion_tokens, created, endpoint) VALUES (?,?,?,?,?,?,?,?)",
                             (result.key, requested_model, result.model, result.answer, result.prompt_tokens,
-                             result.completion_tokens, time.time()))
+                             result.completion_tokens, time.time(), result.endpoint))
 
     def close(self) -> None:
         self.db.close()
@@ -159,6 +177,8 @@ class OpenAIJudge:
             raise HarnessError("--judge-retries must be >= 0")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        register_url(self.base_url)
+        self.endpoint = endpoint_id(self.base_url)
         self.api_key_env = api_key_env
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.temperature, self.seed, self.max_tokens = temperature, seed, max_tokens
@@ -179,12 +199,15 @@ class OpenAIJudge:
         return {"judge": self.name, "model": self.model, **self.parameters()}
 
     def cache_key(self, *, rubric_sha: str, case: str, instruction: str, source_sha: str, edited_sha: str) -> str:
-        return content_hash({"model": self.model, "rubric_sha": rubric_sha, "case": case, "instruction": instruction,
-                             "images": [source_sha, edited_sha], "parameters": self.parameters()}, 32)
+        """The answer's key: the same model name served by another endpoint is another judge."""
+        return content_hash({"endpoint": self.endpoint, "model": self.model, "rubric_sha": rubric_sha, "case": case,
+                             "instruction": instruction, "images": [source_sha, edited_sha],
+                             "parameters": self.parameters()}, 32)
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if key:
+            register_secret(key)
             return key
         if self.base_url == DEFAULT_BASE_URL:
             raise HarnessError(f"the judge needs an API key: set {self.api_key_env} (or name another variable with "
@@ -237,8 +260,9 @@ class OpenAIJudge:
 
         for name in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
-        client = openai.AsyncOpenAI(api_key=self._api_key(), base_url=self.base_url, max_retries=0,
-                                    timeout=self.timeout)
+        url, query = split_query(self.base_url)
+        client = openai.AsyncOpenAI(api_key=self._api_key(), base_url=url, default_query=query or None,
+                                    max_retries=0, timeout=self.timeout)
         sem = asyncio.Semaphore(self.concurrency)
         fatal: list[BaseException] = []
 
@@ -273,6 +297,7 @@ class OpenAIJudge:
             kwargs["max_tokens"] = self.max_tokens
         start = time.perf_counter()
         reason = ""
+        causes: Counter = Counter()  # attempts that brought no answer, by cause
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.stats.retries += 1
@@ -294,36 +319,38 @@ class OpenAIJudge:
                     if model:
                         self.stats.returned_models.add(model)
                     return JudgeResult(req.key, True, answer, model or None, prompt_tokens=pt, completion_tokens=ct,
-                                       attempts=attempt + 1, seconds=time.perf_counter() - start)
-                if why.startswith("content_filter"):
-                    return self._failed(req, why, attempt + 1, start)
-                reason = why
+                                       attempts=attempt + 1, seconds=time.perf_counter() - start,
+                                       causes=dict(causes), endpoint=self.endpoint)
+                reason, cause = why, "content_filter" if why.startswith("content_filter") else "parse"
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                reason = f"HTTP {status}: {_short(exc)}"
+                reason, cause = f"HTTP {status}: {_short(exc)}", f"http_{status}"
                 if status in (401, 403):
-                    raise HarnessError(f"judge endpoint {self.base_url} refused the API key (HTTP {status}); check "
+                    raise HarnessError(f"judge endpoint {self.endpoint} refused the API key (HTTP {status}); check "
                                        f"{self.api_key_env}") from None
                 if status == 404:
-                    raise HarnessError(f"judge endpoint {self.base_url}: HTTP 404 ({_short(exc)}); check "
+                    raise HarnessError(f"judge endpoint {self.endpoint}: HTTP 404 ({_short(exc)}); check "
                                        f"--judge-model {self.model!r} and --judge-base-url (it ends in /v1)") from None
-                if status != 429 and status < 500 and status != 408:
-                    return self._failed(req, reason, attempt + 1, start)
                 retry_after = _retry_after(exc.response.headers)
             except openai.APITimeoutError:
-                reason = f"timeout after {self.timeout:g}s"
+                reason, cause = f"timeout after {self.timeout:g}s", "timeout"
             except openai.APIConnectionError as exc:
-                reason = f"connection error: {_short(exc)}"
+                reason, cause = f"connection error: {_short(exc)}", "connection"
             except Exception as exc:  # malformed body (e.g. truncated JSON) and the like: retried
-                reason = f"bad response: {type(exc).__name__}: {_short(exc)}"
+                reason, cause = f"bad response: {type(exc).__name__}: {_short(exc)}", "parse"
+            causes[cause] += 1
+            self.stats.causes[cause] += 1
+            if not _retryable(cause):
+                return self._failed(req, reason, attempt + 1, start, causes)
             if attempt < self.max_retries:
                 await asyncio.sleep(self._wait(attempt, retry_after))
         return self._failed(req, f"gave up after {self.max_retries + 1} attempts; last: {reason}",
-                            self.max_retries + 1, start)
+                            self.max_retries + 1, start, causes)
 
-    def _failed(self, req: JudgeRequest, reason: str, attempts: int, start: float) -> JudgeResult:
+    def _failed(self, req: JudgeRequest, reason: str, attempts: int, start: float, causes: Counter) -> JudgeResult:
         self.stats.failures += 1
-        return JudgeResult(req.key, False, reason=reason, attempts=attempts, seconds=time.perf_counter() - start)
+        return JudgeResult(req.key, False, reason=reason, attempts=attempts, seconds=time.perf_counter() - start,
+                           causes=dict(causes), endpoint=self.endpoint)
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff; a server's Retry-After is a floor (capped at backoff_max)."""
@@ -331,6 +358,22 @@ class OpenAIJudge:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.backoff_max))
         return wait
+
+
+def _retryable(cause: str) -> bool:
+    """429, 408, 5xx, timeouts, connection errors and malformed answers are retried; refusals and other 4xx not."""
+    if cause.startswith("http_"):
+        status = int(cause[5:])
+        return status in (408, 429) or status >= 500
+    return cause != "content_filter"
+
+
+def endpoint_id(base_url: str) -> str:
+    """The base URL as shown, stored and keyed: credentials masked, no trailing slash on the path."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(redact_url(base_url) or "")
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
 
 
 def _answer(resp: Any) -> tuple[str | None, str]:
@@ -370,5 +413,6 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One line of an error's text, secrets masked (error bodies may echo the request's URL)."""
+    text = " ".join(redact(exc).split()) or type(exc).__name__
     return text[:limit]

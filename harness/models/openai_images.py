@@ -3,8 +3,9 @@
 ``POST /v1/images/edits`` with the source image (PNG) and the instruction; the answer's ``b64_json`` is
 the edited image. The API takes no seed, so seeds are ignored (and the fingerprint says so): repeated
 runs differ. The key is read from ``OPENAI_API_KEY`` (or the variable named by ``api_key_env``) and is
-never stored. Transient errors (429/5xx/timeouts) are retried by the openai client (``max_retries``);
-an edit the API refuses (e.g. moderation, HTTP 400) stops the run with one line naming the case.
+never stored; it and the base URL's credentials are masked in every message (``harness.core.secrets``).
+Transient errors (429/5xx/timeouts) are retried by the openai client (``max_retries``); an edit the API
+refuses (e.g. moderation, HTTP 400) stops the run with one line naming the case.
 Importing this module does not import openai.
 """
 
@@ -16,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from harness.core.secrets import redact, register_secret, register_url, split_query
 from harness.errors import HarnessError
 from harness.models.base import ImageModel
 
@@ -49,6 +51,7 @@ class GPTImage1(ImageModel):
 
     def load(self) -> None:
         key = os.environ.get(self.options["api_key_env"])
+        register_secret(key)
         if not key:
             raise HarnessError(f"model {self.name!r} needs an API key: set {self.options['api_key_env']} (or "
                                "--model-args api_key_env=NAME)")
@@ -58,7 +61,12 @@ class GPTImage1(ImageModel):
             raise HarnessError("model 'gpt-image-1' needs the openai client: pip install "
                                "'dreamlite-harness[imgedit]'") from exc
         base_url = self.options["base_url"] or os.environ.get("OPENAI_BASE_URL")
-        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=float(self.options["timeout"]),
+        register_url(base_url)
+        query: dict[str, str] = {}
+        if base_url:
+            base_url, query = split_query(base_url)
+        self.client = openai.OpenAI(api_key=key, base_url=base_url, default_query=query or None,
+                                    timeout=float(self.options["timeout"]),
                                     max_retries=int(self.options["max_retries"]))
 
     def _edit_one(self, image: Any, instruction: str) -> Any:
@@ -76,10 +84,10 @@ class GPTImage1(ImageModel):
             resp = self.client.images.edit(**kwargs)
         except openai.APIStatusError as exc:
             raise HarnessError(f"model {self.name!r}: the images endpoint refused the edit {instruction[:60]!r} "
-                               f"(HTTP {exc.status_code}: {' '.join(str(exc).split())[:200]})") from None
+                               f"(HTTP {exc.status_code}: {' '.join(redact(exc).split())[:200]})") from None
         except openai.APIConnectionError as exc:
-            raise HarnessError(f"model {self.name!r}: no answer from the images endpoint ({exc}); rerun to "
-                               "resume") from None
+            raise HarnessError(f"model {self.name!r}: no answer from the images endpoint ({redact(exc)}); rerun "
+                               "to resume") from None
         usage = getattr(resp, "usage", None)
         self.usage["requests"] += 1
         self.usage["input_tokens"] += int(getattr(usage, "input_tokens", 0) or 0)

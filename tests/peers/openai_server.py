@@ -5,8 +5,9 @@ It validates requests as the real API does (bearer key, known model, message rol
 uploads) and answers 400/401/404 with OpenAI-shaped error bodies otherwise. The judge's answer is
 computed from the request (the rubric's three labels, scores derived from the image bytes), so it is
 deterministic. Configurable per-request latency and injected faults: 429 with Retry-After, 500, a
-timeout (the server holds the request), truncated JSON, odd answer formats, wrong score counts,
-out-of-range scores, content-filter refusals.
+timeout (the server holds the request), a dropped connection (closed without an answer), truncated JSON,
+odd answer formats, wrong score counts, out-of-range scores, content-filter refusals. A query string on
+the path is ignored, and ``basic_auth`` accepts a base URL's ``user:password@`` in place of the key.
 
 Use in tests: ``with serve(latency=0.3, fault=every_nth(10, "429")) as srv: ... srv.url ...``.
 Standalone: ``python tests/peers/openai_server.py --latency 0.3`` prints its base URL.
@@ -36,7 +37,7 @@ CHAT_MODELS = {"gpt-4.1": "gpt-4.1-2025-04-14", "gpt-4.1-2025-04-14": "gpt-4.1-2
 IMAGE_MODELS = {"gpt-image-1", "gpt-image-1.5", "gpt-image-1-mini"}
 DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp|gif);base64,([A-Za-z0-9+/=]+)$")
 LABEL_LINE = re.compile(r"^(.+?): A number from 1 to 5\.\s*$", re.MULTILINE)
-FAULTS = ("429", "500", "timeout", "truncated", "odd", "two_scores", "four_scores", "out_of_range",
+FAULTS = ("429", "500", "timeout", "disconnect", "truncated", "odd", "two_scores", "four_scores", "out_of_range",
           "content_filter", "empty")
 
 Fault = Callable[[int, dict[str, Any]], "str | None"]
@@ -63,9 +64,10 @@ def random_faults(rate: float, kinds: tuple[str, ...] = ("429", "500", "timeout"
 
 @dataclass
 class ServerState:
-    """Configuration and counters (read them after a run)."""
+    """Configuration and counters (read them after a run; every counter is updated under ``lock``)."""
 
     api_key: str | None = "sk-test-loopback"
+    basic_auth: str | None = None  # "user:password" also accepted (a base URL with userinfo sends Basic auth)
     latency: float = 0.0
     hold: float = 5.0  # how long a "timeout" fault holds the request
     retry_after: str = "0"
@@ -137,7 +139,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: bytes, ctype: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
-        self.server.state.statuses[status] += 1
+        with self.server.state.lock:
+            self.server.state.statuses[status] += 1
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
@@ -160,21 +163,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         st: ServerState = self.server.state
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with st.lock:
+        path = self.path.split("?", 1)[0]  # a query string (e.g. ?api-version=) does not change the route
+        with st.lock:  # Counter += is not atomic: unlocked, concurrent first requests lose counts
             number = st.counter
             st.counter += 1
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            st.requests[path] += 1
         try:
-            st.requests[self.path] += 1
             if st.latency:
                 time.sleep(st.latency)
             try:
-                if st.api_key is not None and self.headers.get("Authorization") != f"Bearer {st.api_key}":
+                if not self._authorized(st):
                     raise ApiError(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-                if self.path == "/v1/chat/completions":
+                if path == "/v1/chat/completions":
                     self._chat(st, raw, number)
-                elif self.path == "/v1/images/edits":
+                elif path == "/v1/images/edits":
                     self._edit(st, raw)
                 else:
                     raise ApiError(404, f"Invalid URL (POST {self.path})")
@@ -183,6 +187,12 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             with st.lock:
                 st.in_flight -= 1
+
+    def _authorized(self, st: ServerState) -> bool:
+        given = self.headers.get("Authorization")
+        if st.basic_auth is not None and given == "Basic " + base64.b64encode(st.basic_auth.encode()).decode():
+            return True
+        return st.api_key is None or given == f"Bearer {st.api_key}"
 
     # -- chat -----------------------------------------------------------------------------------------
     def _chat(self, st: ServerState, raw: bytes, number: int) -> None:
@@ -196,7 +206,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.bodies.append(body)
         kind = st.fault(number, body) if st.fault else None
         if kind:
-            st.faults[kind] += 1
+            with st.lock:
+                st.faults[kind] += 1
         if kind == "429":
             raise_headers = {"Retry-After": st.retry_after}
             payload = {"error": {"message": "Rate limit reached", "type": "requests", "param": None,
@@ -207,6 +218,9 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "timeout":
             time.sleep(st.hold)
             raise ApiError(504, "held past the client's timeout", "server_error")
+        if kind == "disconnect":  # close the connection without a response
+            self.close_connection = True
+            return None
         answer = (st.answer or default_answer)(body, images)
         if kind in ("odd", "two_scores", "four_scores", "out_of_range"):
             answer = _odd(answer, kind)

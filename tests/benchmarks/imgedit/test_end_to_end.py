@@ -51,7 +51,7 @@ def reference(server, tmp_path_factory):
     return cwd, cwd / "run", out, server.state.requests["/v1/chat/completions"] - before
 
 
-def test_run_writes_official_layout_summary_store_and_no_key(reference) -> None:
+def test_run_writes_official_layout_summary_store_and_no_key(reference, server) -> None:
     from PIL import Image
 
     from benchmarks.imgedit.data import demo_case_set
@@ -70,8 +70,11 @@ def test_run_writes_official_layout_summary_store_and_no_key(reference) -> None:
     official = json.loads((run / "result.json").read_text())  # what basic_bench.py writes: key -> answer
     assert sorted(official, key=int) == [str(i) for i in range(1, 19)]
     assert all(v.startswith("Brief reasoning:") for v in official.values())
+    assert json.loads((run / "judge_failures.json").read_text()) == {}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["judge"]["returned_models"] == ["gpt-4.1-2025-04-14"] and summary["judge"]["requests"] == 18
+    assert summary["judge"]["retries"] == 0 and summary["judge"]["failed_attempts"] == {}  # a fault-free peer
+    assert summary["judge"]["endpoints"] == [server.url]
     assert summary["strict"]["scored"] == 18 and summary["mode"] == "strict" and summary["strict"]["complete"]
     assert summary["judge"]["cost_usd"] > 0 and summary["judge"]["prompt_tokens"] == 18 * (400 + 2 * 765)
     results = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
@@ -167,6 +170,49 @@ def test_external_folder_bad_input_and_faults(reference, peer, tmp_path) -> None
             assert summary["strict"]["types"][t]["score"] == row["score"]
 
 
+def test_official_scripts_run_on_a_folder_with_judge_failures_and_attempts_are_counted_by_cause(
+        reference, peer, tmp_path, monkeypatch, capsys, official_scripts) -> None:
+    """Cases the judge refused stay out of result.json (in judge_failures.json): ImgEdit's step 1 and step 2
+    run on the folder as they are and give exactly the parity numbers; every failed attempt is counted by cause."""
+    from benchmarks.imgedit.data import demo_case_set
+    from harness.cli import main
+
+    _, run, _, _ = reference
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    refused = {c.prompt for c in demo_case_set().cases if c.key in ("2", "11")}
+    transient = {0: "429", 1: "500", 2: "disconnect", 3: "truncated"}
+
+    def fault(number: int, body: dict) -> str | None:
+        text = body["messages"][0]["content"][0]["text"]
+        return "content_filter" if any(p in text for p in refused) else transient.get(number)
+
+    out = tmp_path / "scored"
+    with peer.serve(api_key=KEY, fault=fault, answer=peer.mixed_answer) as srv:
+        assert main(["score", "imgedit", "--images", str(run / "images"), "--out", str(out), "--store",
+                     str(tmp_path / "h.db"), "--judge-cache", str(tmp_path / "c.sqlite"), "--parity",
+                     *judge_args(srv.url)]) == 0
+        injected, received = dict(srv.state.faults), srv.state.counter
+    table = capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    failures = json.loads((out / "judge_failures.json").read_text())
+    assert sorted(failures) == ["11", "2"] and all(r.startswith("content_filter") for r in failures.values())
+    assert sorted(result, key=int) == [str(k) for k in range(1, 19) if k not in (2, 11)]
+    assert all(isinstance(v, str) for v in result.values())
+    summary = json.loads((out / "summary.json").read_text())
+    expected = official_scripts(out / "result.json", run / "cases.json")
+    assert {t: row["score"] for t, row in summary["parity"]["types"].items() if row["score"] is not None} == expected
+    assert summary["overall"] == summary["parity"]["overall"] == sum(expected.values()) / len(expected)
+    judge = summary["judge"]
+    names = {"429": "http_429", "500": "http_500", "disconnect": "connection", "truncated": "parse",
+             "content_filter": "content_filter"}
+    assert judge["failed_attempts"] == {names[k]: n for k, n in sorted(injected.items())}
+    retried = sum(n for kind, n in injected.items() if kind != "content_filter")  # requests 0-3 of other cases
+    assert injected["content_filter"] == 2 and retried >= 2
+    assert judge["requests"] == received == 18 + retried and judge["retries"] == retried
+    causes = ", ".join(f"{cause} {n}" for cause, n in judge["failed_attempts"].items())
+    assert f"{18 + retried} requests ({retried} retries; failed: {causes})" in table and "content_filter 2" in causes
+
+
 def test_sharded_scoring_then_merge(reference, server, tmp_path, monkeypatch, capsys) -> None:
     """`--shard i/n` jobs judge disjoint batches; `harness merge` refuses until all are done, then finishes."""
     from harness.cli import main
@@ -224,7 +270,7 @@ def test_merge_of_an_unjudged_run_checks_the_edits(reference, tmp_path, capsys) 
     _, run, _, _ = reference
     gen = tmp_path / "gen"
     shutil.copytree(run, gen, ignore=shutil.ignore_patterns("score-*", "scoring-*", "results.jsonl", "result.json",
-                                                            "summary.json"))
+                                                            "judge_failures.json", "summary.json"))
     store = ["--store", str(tmp_path / "h.db")]
     assert main(["merge", str(gen), *store]) == 0
     assert f"every image is generated; not scored yet: `harness score imgedit --images {gen / 'images'}`" in \
@@ -234,3 +280,54 @@ def test_merge_of_an_unjudged_run_checks_the_edits(reference, tmp_path, capsys) 
     victim.unlink()
     assert main(["merge", str(gen), *store]) == 3
     assert victim.stem in capsys.readouterr().err
+
+
+def test_no_marked_secret_in_output_logs_run_folders_store_or_cache(peer, tmp_path) -> None:
+    """A base URL with `user:password@` and `?api_key=`, and an API key: none of the three ever shows, with `-v`,
+    in a judged run, against endpoints answering 401 and 404, or through the gpt-image-1 adapter."""
+    import sqlite3
+
+    secrets = ("SECRETPW", "SECRETQ", "SECRETKEY")
+    env = {"OPENAI_API_KEY": "SECRETKEY"}
+
+    def marked(url: str) -> str:
+        return url.replace("http://", "http://user:SECRETPW@") + "?api_key=SECRETQ"
+
+    common = ["--store", "h.db", "--judge-cache", "cache/judge.sqlite", "--judge-model", "gpt-4.1", "--no-progress"]
+    with peer.serve(api_key="SECRETKEY", basic_auth="user:SECRETPW") as ok, peer.serve(api_key="another") as wrong:
+        judged = harness("-v", "run", "imgedit", "--model", "tiny", "--cases", "demo", "--threads", "1", "--out", "run",
+                         "--judge-base-url", marked(ok.url), *common, cwd=tmp_path, env=env)
+        assert ok.state.requests["/v1/chat/completions"] == 18  # the query string sent as one, Basic auth accepted
+        refused = harness("-v", "score", "imgedit", "--images", "run/images", "--out", "s401", "--judge-base-url",
+                          marked(wrong.url), *common, cwd=tmp_path, env=env, check=False)
+        unknown = harness("-v", "score", "imgedit", "--images", "run/images", "--out", "s404", "--judge-base-url",
+                          marked(ok.url), *common, "--judge-model", "gpt-5-nonexistent", cwd=tmp_path, env=env,
+                          check=False)
+        edit = ["-v", "run", "imgedit", "--model", "gpt-image-1", "--cases", "demo", "--types", "add", "--limit", "1",
+                "--no-score", "--no-progress", "--store", "h.db"]
+        edited = harness(*edit, "--out", "api", "--model-args", f"base_url={marked(ok.url)}", cwd=tmp_path, env=env)
+        api_refused = harness(*edit, "--out", "api401", "--model-args", f"base_url={marked(wrong.url)}", cwd=tmp_path,
+                              env=env, check=False)
+    assert "DEBUG" in judged.stderr  # -v logs were written
+    assert refused.returncode == 2 and "judge endpoint http://***@127.0.0.1:" in refused.stderr
+    assert "?api_key=*** refused the API key (HTTP 401)" in refused.stderr
+    assert unknown.returncode == 2 and "HTTP 404" in unknown.stderr and "gpt-5-nonexistent" in unknown.stderr
+    assert edited.returncode == 0 and api_refused.returncode == 2 and "HTTP 401" in api_refused.stderr
+    for out in (judged, refused, unknown, edited, api_refused):
+        for secret in secrets:
+            assert secret not in out.stdout + out.stderr, (secret, out.args)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "judge.sqlite" for p in files) and any(p.name == "h.db" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, (secret, path)
+    for db in ("h.db", "cache/judge.sqlite"):
+        with sqlite3.connect(tmp_path / db) as conn:
+            rows = "\n".join(conn.iterdump())
+        assert not any(secret in rows for secret in secrets), db
+    with sqlite3.connect(tmp_path / "cache" / "judge.sqlite") as conn:
+        stored = {row[0] for row in conn.execute("SELECT endpoint FROM answers")}
+    assert stored == {ok.url.replace("http://", "http://***@") + "?api_key=***"}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["judge"]["endpoints"] == list(stored) and summary["strict"]["scored"] == 18

@@ -141,6 +141,63 @@ def test_cache_key_depends_on_everything_that_changes_the_answer(tmp_path: Path)
     assert OpenAIJudge(model="gpt-4o").cache_key(**base) != key
     assert OpenAIJudge(temperature=None).cache_key(**base) != key
     assert OpenAIJudge(seed=1).cache_key(**base) != key
+    assert OpenAIJudge(base_url="http://127.0.0.1:8000/v1").cache_key(**base) != key  # another endpoint
+    local = OpenAIJudge(base_url="http://u:one@127.0.0.1:8000/v1/").cache_key(**base)
+    assert local == OpenAIJudge(base_url="http://u:two@127.0.0.1:8000/v1").cache_key(**base)  # credentials aside
+
+
+def _keyed(judge: OpenAIJudge, requests: list[JudgeRequest]) -> list[JudgeRequest]:
+    """The requests with the keys this judge gives them (as the benchmark builds them)."""
+    return [JudgeRequest(judge.cache_key(rubric_sha="r", case=str(i), instruction=r.text, source_sha="s",
+                                         edited_sha="e"), r.text, r.source, r.edited) for i, r in enumerate(requests)]
+
+
+def test_two_endpoints_serving_the_same_model_name_do_not_share_answers(peer: ModuleType, api_key: str,
+                                                                        tmp_path: Path) -> None:
+    import sqlite3
+
+    def says(name: str):
+        return lambda body, images: f"Brief reasoning: answered by {name}.\nA: 1\nB: 2\nC: 3"
+
+    with peer.serve(answer=says("api")) as api, peer.serve(answer=says("vllm"), basic_auth="user:pw12") as vllm:
+        first = _judge(api.url, tmp_path)
+        from_api = first.judge_many(_keyed(first, _requests(3)))
+        local = _judge(vllm.url.replace("http://", "http://user:pw12@") + "/", tmp_path)
+        from_local = local.judge_many(_keyed(local, _requests(3)))
+        again = _judge(api.url + "/", tmp_path)
+        from_api_again = again.judge_many(_keyed(again, _requests(3)))
+        assert api.state.counter == 3 and vllm.state.counter == 3
+    assert all("by api" in r.answer for r in from_api + from_api_again) and all(r.cached for r in from_api_again)
+    assert all("by vllm" in r.answer and not r.cached for r in from_local)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        endpoints = {row[0] for row in db.execute("SELECT endpoint FROM answers")}
+    assert endpoints == {api.url, vllm.url.replace("http://", "http://***@")}
+
+
+def test_a_fault_free_peer_gets_one_request_per_case_and_no_retry(peer: ModuleType, api_key: str,
+                                                                  tmp_path: Path) -> None:
+    with peer.serve(latency=0.05) as srv:
+        judge = _judge(srv.url, tmp_path, concurrency=16)
+        results = judge.judge_many(_requests(48))
+        received, counted = srv.state.counter, srv.state.requests["/v1/chat/completions"]
+    assert all(r.ok and r.attempts == 1 and r.causes == {} for r in results)
+    assert judge.stats.requests == received == counted == 48
+    assert judge.stats.retries == 0 and not judge.stats.causes
+
+
+def test_failed_attempts_are_counted_by_cause(peer: ModuleType, api_key: str, tmp_path: Path) -> None:
+    """One request in flight at a time, so the peer's request numbers are the attempts in order."""
+    plan = {0: "429", 1: "500", 2: "timeout", 3: "disconnect", 4: "truncated", 5: "empty", 7: "content_filter"}
+    with peer.serve(fault=lambda i, body: plan.get(i), hold=1.5) as srv:
+        judge = _judge(srv.url, tmp_path, concurrency=1, timeout=0.5, max_retries=6)
+        retried, refused = judge.judge_many(_requests(2))
+        received = srv.state.counter
+    assert retried.ok and retried.attempts == 7
+    assert retried.causes == {"http_429": 1, "http_500": 1, "timeout": 1, "connection": 1, "parse": 2}
+    assert not refused.ok and refused.attempts == 1 and refused.causes == {"content_filter": 1}
+    assert judge.stats.requests == received == 8 and judge.stats.retries == 6
+    assert judge.stats.causes == {"http_429": 1, "http_500": 1, "timeout": 1, "connection": 1, "parse": 2,
+                                  "content_filter": 1}
 
 
 def test_prices_and_cost() -> None:

@@ -88,34 +88,8 @@ def test_strict_aggregation_counts_every_case_and_never_changes_the_denominator_
     assert not s["complete"]
 
 
-def official_reference(result: dict[str, object], cases: dict[str, dict]) -> dict[str, float]:
-    """ImgEdit's step1_get_avgscore.py + step2_typescore.py, written out as the official code does it."""
-    def extract_scores_and_average(entry: str) -> float | None:
-        lines = entry.splitlines()
-        scores = []
-        for line in lines:
-            parts = line.strip().split(": ")
-            if len(parts) == 2 and parts[1].isdigit():
-                scores.append(int(parts[1]))
-        if scores:
-            return round(sum(scores) / len(scores), 2)
-        return None
-
-    averaged = {}
-    for key, value in result.items():
-        avg = extract_scores_and_average(value)  # type: ignore[arg-type]
-        if avg is not None:
-            averaged[key] = avg
-    by_type: dict[str, list[float]] = {}
-    for key, score in averaged.items():
-        edit_type = cases.get(key, {}).get("edit_type")
-        if edit_type is None:
-            continue
-        by_type.setdefault(edit_type, []).append(score)
-    return {t: round(sum(v) / len(v), 2) for t, v in by_type.items()}
-
-
-def test_parity_matches_the_official_code_on_recorded_answers(imgedit_data: Path) -> None:
+def test_parity_matches_the_official_code_on_recorded_answers(imgedit_data: Path, official_scripts,
+                                                              tmp_path: Path) -> None:
     """737 answers in the formats judges produce; parity equals the official scripts' output exactly."""
     cases = json.loads((imgedit_data / "basic_edit.json").read_text())
     rubrics = json.loads((imgedit_data / "prompts.json").read_text())
@@ -139,7 +113,8 @@ def test_parity_matches_the_official_code_on_recorded_answers(imgedit_data: Path
         answer = "Brief reasoning: recorded.\n" + "\n".join(lines)
         result[key] = answer
         records.append(_rec(key, case["edit_type"], answer, labels))
-    expected = official_reference(result, cases)
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    expected = official_scripts(tmp_path / "result.json", imgedit_data / "basic_edit.json")
     parity = summarize_parity(records)
     assert {t: row["score"] for t, row in parity["types"].items()} == expected
     assert parity["overall"] == sum(expected.values()) / 9
