@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import HarnessError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -70,12 +72,24 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self._migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"{self.path}: cannot create its folder ({exc.strerror}); pass another --store"
+                               ) from None
+        try:  # the first statement reads the header: a file that is not SQLite fails there, before any write
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if hasattr(self, "db"):
+                self.db.close()
+            if "locked" in str(exc):  # busy, not bad input: another process holds the store
+                raise
+            raise HarnessError(f"{self.path}: not a usable SQLite results store ({exc}); it was left untouched: "
+                               "pass another --store (or set HARNESS_STORE), or move that file away") from None
 
     def _migrate(self) -> None:
         """Apply pending migrations under the write lock, so that concurrent processes (ranks) never race."""

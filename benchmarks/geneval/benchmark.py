@@ -8,6 +8,7 @@ unit already recorded and finishes with the same ``summary.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.geneval.colors import clip_spec_arg
 from benchmarks.geneval.prompts import PromptItem, load_prompts
 from benchmarks.geneval.rules import Options
 from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_key, score_samples, write_results
 from harness import __version__
+from harness.core.jsonio import dumps
+from harness.core.options import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT, check_options
 from harness.distributed import Shard
 from harness.errors import HarnessError
 from harness.runner import run_stage
@@ -85,12 +89,13 @@ class GenEval:
         g.add_argument("--detector", default="mask2former-hf",
                        help="detector backend (`harness list detectors`); 'tiny' = random weights, demo only")
         g.add_argument("--detector-args", default="", help="detector options key=value,... (weights, device)")
-        g.add_argument("--clip", default="ViT-L-14:openai",
+        g.add_argument("--clip", default="ViT-L-14:openai", type=clip_spec_arg,
                        help="open_clip ARCH:PRETRAINED for colours (PRETRAINED may be a local .pt); 'tiny' = random")
         g.add_argument("--options", default="",
                        help="GenEval constants key=value,...: threshold, counting_threshold, max_objects, "
                             "max_overlap, position_threshold (official defaults if omitted)")
-        g.add_argument("--score-batch-size", type=int, default=4, help="images per detector/CLIP batch")
+        g.add_argument("--score-batch-size", type=POSITIVE_INT.argtype(), default=4,
+                       help="images per detector/CLIP batch")
         g.add_argument("--device", default="auto", help="device for detector and CLIP (auto, cpu, cuda:0)")
 
     @classmethod
@@ -102,10 +107,10 @@ class GenEval:
         g.add_argument("--metadata", default=None,
                        help="local copy of the official evaluation_metadata.jsonl (offline; sha256-checked)")
         g.add_argument("--tags", default=None, help="comma-separated tags to run (default: all six)")
-        g.add_argument("--limit", type=int, default=None, help="at most N prompts per tag")
-        g.add_argument("--images-per-prompt", type=int, default=4)
+        g.add_argument("--limit", type=POSITIVE_INT.argtype(), default=None, help="at most N prompts per tag")
+        g.add_argument("--images-per-prompt", type=POSITIVE_INT.argtype(), default=4)
         g.add_argument("--seed", type=int, default=42, help="image k of every prompt uses seed S+k")
-        g.add_argument("--batch-size", type=int, default=None,
+        g.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=None,
                        help="images per generation call (default: images-per-prompt); part of the run's identity")
         g.add_argument("--no-score", action="store_true", help="generate only; score later with `harness score`")
         cls.add_scoring_arguments(p)
@@ -118,6 +123,16 @@ class GenEval:
         return format_table(summary)
 
     # -- stages ---------------------------------------------------------------------------------------
+    @staticmethod
+    def check_args(args: argparse.Namespace) -> None:
+        """Validate the scoring options before any work: ``--options``, ``--detector`` and its arguments."""
+        from harness.models.base import parse_model_args
+        from harness.registry import registry
+
+        parse_options(args.options)
+        detector = registry("detectors").load(args.detector)
+        getattr(detector, "check_options", dict)(parse_model_args(args.detector_args))
+
     def build_scorer(self, args: argparse.Namespace) -> GenEvalScorer:
         """Load detector and CLIP once for this process."""
         from benchmarks.geneval.colors import ColorClassifier
@@ -166,7 +181,7 @@ class GenEval:
         for item in plan.items:
             meta_path = images_dir / item.folder / "metadata.jsonl"
             if not meta_path.is_file():
-                atomic_write_text(meta_path, json.dumps(item.metadata), fsync=False)
+                atomic_write_text(meta_path, dumps(item.metadata), fsync=False)
         by_id = {item.folder: item for item in plan.items}
         units = plan.units()
 
@@ -260,7 +275,7 @@ class GenEval:
         }
         manifest_path = out / f"scoring-{scorer.scorer_hash()}.json"
         if not manifest_path.is_file():  # identical content from every rank; written once
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(manifest_path, dumps(manifest, indent=1, sort_keys=True) + "\n")
         if shard.finalizes:
             store.upsert_run(run_id, self.name, status="scoring")
         with progress("score", -(-len(samples) // shard.count)) as tick:
@@ -307,7 +322,7 @@ class GenEval:
             **summarize(records), **manifest["extra"], "provenance": manifest["provenance"],
             "harness_version": __version__,
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "summary.json", dumps(summary, indent=2, sort_keys=True) + "\n")
         run_id = manifest["run_id"]
         store.upsert_run(run_id, self.name, status="scoring")
         store.add_scores(run_id, manifest["scorer_hash"], records)
@@ -331,16 +346,18 @@ class GenEval:
         return outcome
 
 
+#: what each GenEval constant accepts (``--options``)
+OPTION_TYPES = {"threshold": FRACTION, "counting_threshold": FRACTION, "max_overlap": FRACTION,
+                "position_threshold": NON_NEGATIVE_NUMBER, "max_objects": POSITIVE_INT}
+
+
 def parse_options(text: str) -> Options:
-    """``--options threshold=0.3,max_objects=16`` → :class:`Options` (unknown keys are an error)."""
+    """``--options threshold=0.3,max_objects=16`` → :class:`Options` (unknown keys, bad values: an error)."""
     from harness.models.base import parse_model_args
 
-    values = parse_model_args(text)
-    fields = Options.__dataclass_fields__
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise HarnessError(f"--options: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    return Options(**values)
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    return Options(**check_options(parse_model_args(text), defaults, flag="--options", owner="GenEval",
+                                   checks=OPTION_TYPES))
 
 
 def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:
