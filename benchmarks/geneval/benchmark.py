@@ -22,7 +22,7 @@ from benchmarks.geneval.prompts import PromptItem, load_prompts
 from benchmarks.geneval.rules import Options
 from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_key, score_samples, write_results
 from harness import __version__
-from harness.core.jsonio import dumps
+from harness.core.jsonio import dumps, load_json
 from harness.core.options import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT, check_options
 from harness.distributed import Shard
 from harness.errors import HarnessError
@@ -65,14 +65,11 @@ class RunPlan:
     @classmethod
     def from_manifest(cls, out: Path) -> RunPlan:
         """Rebuild the plan of an existing run from ``run.json`` and its per-prompt metadata files."""
-        manifest = json.loads((out / "run.json").read_text())
+        fix = "it is written by `harness run`, rerun it"
+        manifest = load_json(out / "run.json", fix)
         items = []
         for index in manifest["config"]["prompts"]["indices"]:
-            path = out / "images" / f"{index:05d}" / "metadata.jsonl"
-            try:
-                items.append(PromptItem(index, json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise HarnessError(f"{path}: unreadable ({exc}); it is written by `harness run`, rerun it") from exc
+            items.append(PromptItem(index, load_json(out / "images" / f"{index:05d}" / "metadata.jsonl", fix)))
         return cls(out, manifest["run_id"], manifest["config"], items)
 
 
@@ -131,7 +128,8 @@ class GenEval:
 
         parse_options(args.options)
         detector = registry("detectors").load(args.detector)
-        getattr(detector, "check_options", dict)(parse_model_args(args.detector_args))
+        if hasattr(detector, "check_options"):  # a plugin detector may check its options itself, later
+            detector.check_options(parse_model_args(args.detector_args, "--detector-args"))
 
     def build_scorer(self, args: argparse.Namespace) -> GenEvalScorer:
         """Load detector and CLIP once for this process."""
@@ -356,7 +354,7 @@ def parse_options(text: str) -> Options:
     from harness.models.base import parse_model_args
 
     defaults = {f.name: f.default for f in dataclasses.fields(Options)}
-    return Options(**check_options(parse_model_args(text), defaults, flag="--options", owner="GenEval",
+    return Options(**check_options(parse_model_args(text, "--options"), defaults, flag="--options", owner="GenEval",
                                    checks=OPTION_TYPES))
 
 

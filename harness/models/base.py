@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-def parse_model_args(text: str | None) -> dict[str, Any]:
+def parse_model_args(text: str | None, flag: str = "--model-args") -> dict[str, Any]:
     """Parse ``"dtype=float16,steps=4,weights=/path"`` into typed values (int, float, bool, None, str)."""
     out: dict[str, Any] = {}
     if not text:
@@ -43,7 +43,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise HarnessError(f"--model-args: {part!r} is not key=value (example: steps=4,dtype=float16)")
+            raise HarnessError(f"{flag}: {part!r} is not key=value (example: steps=4,dtype=float16)")
         out[key] = _coerce(value.strip())
     return out
 
