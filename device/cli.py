@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import ConfigError
+from harness.core.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, POSITIVE_NUMBER, Check
+
+PORT = Check("a TCP port (1-65535)", lambda v: POSITIVE_INT(v) and v <= 65535, int)
 
 
 def _device_options(p: argparse.ArgumentParser) -> None:
@@ -20,15 +23,16 @@ def _device_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=("adb", "adb-cli", "local"), default=None,
                    help="adb: adb-shell library (default); adb-cli: Google's adb binary; local: this host (dry run)")
     g.add_argument("--host", default=None, help="HOST[:PORT] of a phone in `adb tcpip` mode (or $ADB_HOST)")
-    g.add_argument("--port", type=int, default=None, help="adbd TCP port (default 5555)")
+    g.add_argument("--port", type=PORT.argtype(), default=None, help="adbd TCP port (default 5555)")
     g.add_argument("--usb", action="store_true", help="adb-shell over USB (needs adb-shell[usb], no adb server)")
     g.add_argument("--serial", default=None, help="device serial (adb-cli backend, or USB); or $ANDROID_SERIAL")
     g.add_argument("--key", default=None, help="adb RSA private key (default ~/.android/adbkey, created if absent)")
     g.add_argument("--workdir", default=None, help="device folder for runs and the artifact cache "
                                                     "(default /data/local/tmp/bench)")
     g.add_argument("--sysroot", default=None, help=argparse.SUPPRESS)  # tests: prefix of /sys and boot_id
-    g.add_argument("--adb-server-port", type=int, default=None, help="adb-cli: ANDROID_ADB_SERVER_PORT")
-    g.add_argument("--timeout", type=float, default=10.0, help="transport timeout per packet, seconds")
+    g.add_argument("--adb-server-port", type=PORT.argtype(), default=None, help="adb-cli: ANDROID_ADB_SERVER_PORT")
+    g.add_argument("--timeout", type=POSITIVE_NUMBER.argtype(), default=10.0,
+                   help="transport timeout per packet, seconds")
 
 
 def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -39,8 +43,10 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("file", help="sweep file (.toml, .yaml)")
     s.add_argument("--out", default=None, help="results folder (default runs/device/<sweep name>)")
     s.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
-    s.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (resume later)")
-    s.add_argument("--reconnect-budget", type=float, default=120.0, help="seconds to keep reconnecting")
+    s.add_argument("--max-jobs", type=POSITIVE_INT.argtype(), default=None,
+                   help="stop after this many jobs (resume later)")
+    s.add_argument("--reconnect-budget", type=NON_NEGATIVE_NUMBER.argtype(), default=120.0,
+                   help="seconds to keep reconnecting")
     _device_options(s)
     i = sub.add_parser("info", help="model, SoC, Android, thermal, free memory of a device")
     i.add_argument("--json", action="store_true", help="print JSON")
@@ -54,13 +60,16 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="host-side reference: per-stage latency and memory of a model adapter")
     pr.add_argument("--model", required=True, help="model name (`harness list models`), e.g. dreamlite-mobile")
     pr.add_argument("--model-args", default="", help="key=value,... (weights, dtype, device, ...)")
-    pr.add_argument("--steps", type=int, nargs="+", default=None, help="steps (default: the model's)")
-    pr.add_argument("--resolution", type=int, nargs="+", default=None, help="square sides (default: the model's)")
-    pr.add_argument("--iters", type=int, default=3, help="generations per configuration, warm-up included")
-    pr.add_argument("--warmup", type=int, default=1, help="leading generations not measured")
+    pr.add_argument("--steps", type=POSITIVE_INT.argtype(), nargs="+", default=None,
+                    help="steps (default: the model's)")
+    pr.add_argument("--resolution", type=POSITIVE_INT.argtype(), nargs="+", default=None,
+                    help="square sides (default: the model's)")
+    pr.add_argument("--iters", type=POSITIVE_INT.argtype(), default=3,
+                    help="generations per configuration, warm-up included")
+    pr.add_argument("--warmup", type=NON_NEGATIVE_INT.argtype(), default=1, help="leading generations not measured")
     pr.add_argument("--prompt", default="a photo of a cat")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    pr.add_argument("--threads", type=POSITIVE_INT.argtype(), default=None, help="torch CPU threads")
     pr.add_argument("--out", default=None, help="records folder (default runs/device/host-profile)")
     pr.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
     p.set_defaults(device_parser=p)
@@ -216,14 +225,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from harness.registry import registry
     from harness.store import Store
 
+    options = parse_model_args(args.model_args)
+    model_cls = registry("models").load(args.model)
+    checked = getattr(model_cls, "check_options", lambda o: {**model_cls.defaults, **o})(options)
+    steps = args.steps or [_model_number(checked, "steps", "--steps")]
+    res = args.resolution or [_model_number(checked, "resolution", "--resolution")]
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    options = parse_model_args(args.model_args)
-    defaults = registry("models").load(args.model).defaults
-    steps = args.steps or [int(options.get("steps", defaults.get("steps", 4)))]
-    res = args.resolution or [int(options.get("resolution", defaults.get("resolution", 1024)))]
     out = Path(args.out or "runs/device/host-profile")
     profile_model(args.model, options, steps=steps, resolutions=res, iters=args.iters, warmup=args.warmup,
                   prompt=args.prompt, seed=args.seed, out=out, progress=lambda m: print(m, file=sys.stderr))
@@ -232,6 +242,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
         run_id = to_store(out, store)
     print(f"\nrecords: {out / 'records'}\nstore:   {store.path} (run {run_id})")
     return 0
+
+
+def _model_number(options: dict[str, Any], key: str, flag: str) -> int:
+    """The model's own ``steps``/``resolution`` for a profile, or one error asking for the flag."""
+    from harness.errors import HarnessError
+
+    value = options.get(key)
+    if not POSITIVE_INT(value):
+        raise HarnessError(f"{flag}: the model's {key} is {value!r}, not one positive number; pass {flag} N")
+    return value
 
 
 def run_device_command(args: argparse.Namespace) -> int:

@@ -225,10 +225,16 @@ def _resolution(path: str, value: Any) -> tuple[int, int]:
 
 def load_sweep_data(path: str | Path) -> dict[str, Any]:
     """Read a ``.toml`` (tomllib) or ``.yaml``/``.yml`` (PyYAML) sweep file."""
+    from harness.core.jsonio import read_text
+    from harness.errors import HarnessError
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: sweep file not found")
-    text = p.read_bytes()
+    try:
+        text = read_text(p, "save the sweep file as UTF-8")
+    except HarnessError as exc:
+        raise ConfigError(str(exc)) from None
     if p.suffix == ".toml":
         try:
             import tomllib
@@ -238,8 +244,8 @@ def load_sweep_data(path: str | Path) -> dict[str, Any]:
             except ImportError as exc:
                 raise ConfigError(f"{p}: TOML needs Python 3.11+ or `pip install tomli`") from exc
         try:
-            data = tomllib.loads(text.decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     elif p.suffix in (".yaml", ".yml"):
         try:

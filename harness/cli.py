@@ -11,17 +11,34 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from harness import __version__
+from harness.core.options import NON_NEGATIVE_NUMBER, POSITIVE_INT
 from harness.errors import HarnessError
 
 LIST_GROUPS = ("models", "benchmarks", "judges", "detectors")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"error: {self.prog}: {text} (see `{self.prog} --help`)\n")
+
+
+def _pixels_option(p: argparse.ArgumentParser) -> None:
+    from harness.core.images import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=POSITIVE_INT.argtype(), default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels than this, checked from the header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS} = 4096x4096)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; benchmark-specific options are added once the benchmark is known."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="harness",
         description="Evaluate small image models: GenEval, ImgEdit, on-phone latency sweeps, reports, nightly runs.",
     )
@@ -41,19 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_report = sub.add_parser("report", help="HTML + Markdown report over one or more scored runs")
     p_report.add_argument("runs", nargs="+", help="run folders (or run ids in the store)")
     p_report.add_argument("--out", required=True, help="folder for index.html and summary.md")
-    p_report.add_argument("--grid-limit", type=int, default=None, help="at most N prompts per image grid")
+    p_report.add_argument("--grid-limit", type=POSITIVE_INT.argtype(), default=None,
+                          help="at most N prompts per image grid")
     p_report.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+    _pixels_option(p_report)
 
     p_compare = sub.add_parser("compare", help="paired comparison of two runs on the same prompts and seeds")
     p_compare.add_argument("base")
     p_compare.add_argument("new")
-    p_compare.add_argument("--threshold", type=float, default=0.01,
+    p_compare.add_argument("--threshold", type=NON_NEGATIVE_NUMBER.argtype(), default=0.01,
                            help="smallest change that counts (absolute, GenEval score units; default 0.01)")
     p_compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a flagged regression")
     p_compare.add_argument("--intersection", action="store_true",
                            help="compare only the shared prompts when the runs' prompt sets or scorers differ")
     p_compare.add_argument("--report", default=None, help="also write a report with the comparison to this folder")
     p_compare.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
+    _pixels_option(p_compare)
 
     p_nightly = sub.add_parser("nightly", help="run the configured benchmarks, compare with the baseline, report")
     p_nightly.add_argument("config", help="nightly TOML file (see README)")
@@ -70,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"harness {command} {bench_name}")
+    p = OneLineParser(prog=f"harness {command} {bench_name}")
     common = p.add_argument_group("common")
     if command == "run":
         common.add_argument("--model", required=True, help="model name (`harness list models`)")
@@ -87,8 +107,10 @@ def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.Argumen
     common.add_argument("--shard", default=None,
                         help="INDEX/COUNT: this job's share for independent jobs (Slurm arrays); finish with "
                              "`harness merge OUT`. Under accelerate launch/torchrun the ranks split work by themselves")
-    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    common.add_argument("--threads", type=POSITIVE_INT.argtype(), default=None,
+                        help="torch CPU threads (default: torch's)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _pixels_option(common)
     return p
 
 
@@ -129,8 +151,11 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
 
     if not bench_name or bench_name.startswith("-"):
         names = ", ".join(registry("benchmarks").names())
-        print(f"usage: harness {command} BENCHMARK [options]   (benchmarks: {names}; add --help for options)")
-        return 0 if bench_name in ("-h", "--help") or {"-h", "--help"} & set(rest) else 2
+        usage = f"harness {command} BENCHMARK [options]   (benchmarks: {names}; add --help for options)"
+        if bench_name in ("-h", "--help") or {"-h", "--help"} & set(rest):
+            print(f"usage: {usage}")
+            return 0
+        raise HarnessError(f"name a benchmark: {usage}")
     bench, outcome, shard, store_path = execute_stage(command, bench_name, rest)
     if outcome.summary:
         print_outcome(bench, outcome, store_path)
@@ -152,23 +177,28 @@ def execute_stage(command: str, bench_name: str, argv: Sequence[str]) -> tuple[A
     bench_entry = registry("benchmarks").entry(bench_name)
     bench = registry("benchmarks").load(bench_name)()
     args = _stage_parser(command, bench_name, bench).parse_args(list(argv))
+    from harness.core.images import set_max_pixels
+    from harness.distributed import current_shard
+    from harness.store import Store
+
+    # every option is checked before any work: nothing is read, written or loaded for a bad one
+    set_max_pixels(args.max_pixels)
+    getattr(bench, "check_args", lambda a: None)(args)
+    shard = current_shard(args.shard)
+    model = None
+    if command == "run":
+        from harness.models.base import parse_model_args
+
+        model = registry("models").load(args.model)(**parse_model_args(args.model_args))
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from harness.distributed import current_shard
-    from harness.store import Store
-
-    shard = current_shard(args.shard)
     progress = _null_progress if args.no_progress or not shard.is_main else tqdm_progress
     provenance: dict[str, Any] = {"benchmark": bench_entry.provenance()}
     with Store(args.store) as store:
         if command == "run":
-            model_entry = registry("models").entry(args.model)
-            from harness.models.base import parse_model_args
-
-            model = registry("models").load(args.model)(**parse_model_args(args.model_args))
-            provenance["model"] = model_entry.provenance()
+            provenance["model"] = registry("models").entry(args.model).provenance()
             outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress, shard=shard)
         else:
             outcome = bench.score(args, store=store, provenance=provenance, progress=progress, shard=shard)
@@ -185,6 +215,7 @@ def print_outcome(bench: Any, outcome: Any, store_path: Any) -> None:
 def cmd_merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.core.jsonio import load_json
     from harness.registry import registry
     from harness.stages import SINGLE, own_run_folder, read_json
     from harness.store import Store
@@ -195,9 +226,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     manifests = sorted(out.glob("scoring-*.json")) or ([out / "run.json"] if (out / "run.json").is_file() else [])
     if not manifests:
         raise HarnessError(f"{out}: no run.json or scoring-*.json; pass a folder made by `harness run`/`score`")
-    manifest = read_json(manifests[0], "it is written by `harness run`/`score`; run that again")
-    name = manifest.get("benchmark") or manifest.get("config", {}).get("benchmark")
-    if not isinstance(name, str):
+    manifest = load_json(manifests[0], "it is written by `harness run`/`score`; restore it or rerun that command")
+    name = manifest.get("benchmark") or (manifest.get("config") or {}).get("benchmark")
+    if not isinstance(name, str) or not name:
         raise HarnessError(f"{manifests[0]}: names no benchmark; it is written by `harness run`/`score`")
     bench = registry("benchmarks").load(name)()
     with Store(args.store) as store, own_run_folder(out, SINGLE, stage="merge"):
@@ -221,11 +252,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.core.paths import folder_arg
+    from harness.core.images import set_max_pixels
     from reports.html import build_report
     from reports.plots import geneval_bars, history
     from reports.runs import load_run
 
     folder_arg(args.out, flag="--out")
+    set_max_pixels(args.max_pixels)
     runs = [load_run(ref, args.store) for ref in args.runs]
     geneval = [r for r in runs if r.benchmark == "geneval"]
     html_path, md_path = build_report(runs, Path(args.out), bars_svg=geneval_bars(geneval) if geneval else "",
@@ -245,10 +278,12 @@ def _history_frame(store_path: str | None) -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.core.images import set_max_pixels
     from harness.core.paths import folder_arg
     from reports.regression import compare_runs
     from reports.runs import load_run
 
+    set_max_pixels(args.max_pixels)
     if args.report:
         folder_arg(args.report, flag="--report")
     base, new = load_run(args.base, args.store), load_run(args.new, args.store)
@@ -300,29 +335,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in ("run", "score"):  # only run/score parse the rest (the benchmark's options)
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     _redact_output()
     try:
         if args.command == "list":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return cmd_list(args)
         if args.command in ("run", "score"):
             return cmd_stage(args.command, args.benchmark, rest)
         if args.command in ("report", "compare", "nightly"):
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return {"report": cmd_report, "compare": cmd_compare, "nightly": cmd_nightly}[args.command](args)
         if args.command == "device":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
             from device.cli import run_device_command
 
             return run_device_command(args)
         if args.command == "merge":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return cmd_merge(args)
         parser.print_help()
         return 0

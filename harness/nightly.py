@@ -41,24 +41,33 @@ from harness.errors import HarnessError
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read and check the nightly TOML; errors name the file and the field."""
+    from harness.core.jsonio import read_text
+    from harness.core.options import NON_NEGATIVE_NUMBER
+
     path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: no such nightly config file")
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: no such nightly config file") from None
+        config = tomllib.loads(read_text(path, "save the nightly config as UTF-8 TOML"))
     except tomllib.TOMLDecodeError as exc:
         raise HarnessError(f"{path}: not valid TOML ({exc})") from exc
     model = config.get("model")
     if not isinstance(model, dict) or not model.get("name"):
         raise HarnessError(f"{path}: [model] with name = \"...\" is required")
+    if not isinstance(model.get("args", ""), str):
+        raise HarnessError(f"{path}: model.args must be a string of key=value,... (the --model-args text)")
+    if "threshold" in config and not NON_NEGATIVE_NUMBER(config["threshold"]):
+        raise HarnessError(f"{path}: threshold = {config['threshold']!r}: expected {NON_NEGATIVE_NUMBER.expected}")
     benchmarks = config.get("benchmark")
     if not isinstance(benchmarks, list) or not benchmarks:
         raise HarnessError(f"{path}: at least one [[benchmark]] table with name = \"...\" is required")
     for i, bench in enumerate(benchmarks):
-        if not bench.get("name"):
+        if not isinstance(bench, dict) or not bench.get("name"):
             raise HarnessError(f"{path}: benchmark[{i}] has no name")
-        if not isinstance(bench.get("args", []), list):
-            raise HarnessError(f"{path}: benchmark[{i}].args must be a list of strings")
+        for key in ("args", "anchor_args"):
+            value = bench.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise HarnessError(f"{path}: benchmark[{i}].{key} must be a list of strings")
     return config
 
 

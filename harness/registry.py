@@ -1,8 +1,9 @@
 """Plugin registry over Python entry points, with lazy ``module:attr`` loading.
 
-Four groups exist: ``harness.models``, ``harness.benchmarks``, ``harness.judges`` and ``harness.detectors``.
-Built-ins are listed here as ``module:attr`` strings; third-party distributions add entries through entry
-points. Nothing is imported until :meth:`Registry.load` is called, so listing names never imports torch.
+Five groups exist: ``harness.models``, ``harness.benchmarks``, ``harness.judges``, ``harness.detectors`` and
+``harness.scorers``. The built-ins are the entry points of this project's own distribution (its
+``pyproject.toml``) and load exactly the way a plugin's do. Nothing is imported until :meth:`Registry.load`
+is called, so listing names never imports torch; a loaded object must subclass its group's base class.
 
 Rules (lm-eval / llm style):
 
@@ -29,39 +30,16 @@ from harness.errors import PluginLoadError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("models", "benchmarks", "judges", "detectors")
+GROUPS = ("models", "benchmarks", "judges", "detectors", "scorers")
 OWN_DISTRIBUTION = "dreamlite-harness"
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-BUILTINS: dict[str, dict[str, str]] = {
-    "models": {
-        "tiny": "harness.models.tiny:TinyDreamLite",
-        "dreamlite-base": "harness.models.dreamlite:DreamLiteBase",
-        "dreamlite-mobile": "harness.models.dreamlite:DreamLiteMobile",
-        "diffusers": "harness.models.diffusers_t2i:DiffusersText2Image",
-        "sd15": "harness.models.diffusers_t2i:StableDiffusion15",
-        "sdxl": "harness.models.diffusers_t2i:StableDiffusionXL",
-        "sana": "harness.models.diffusers_t2i:Sana",
-        "flux-dev": "harness.models.diffusers_t2i:FluxDev",
-        "diffusers-edit": "harness.models.diffusers_edit:DiffusersEdit",
-        "ip2p": "harness.models.diffusers_edit:InstructPix2Pix",
-        "kontext": "harness.models.diffusers_edit:FluxKontext",
-        "qwen-image-edit": "harness.models.diffusers_edit:QwenImageEdit",
-        "gpt-image-1": "harness.models.openai_images:GPTImage1",
-    },
-    "benchmarks": {
-        "geneval": "benchmarks.geneval.benchmark:GenEval",
-        "imgedit": "benchmarks.imgedit.benchmark:ImgEdit",
-    },
-    "judges": {
-        "openai": "benchmarks.imgedit.judge:OpenAIJudge",
-    },
-    "detectors": {
-        "mask2former-hf": "benchmarks.geneval.detectors.hf_mask2former:HFMask2Former",
-        "tiny": "benchmarks.geneval.detectors.hf_mask2former:TinyMask2Former",
-        "mask2former-official": "benchmarks.geneval.detectors.official:OfficialMask2Former",
-        "mmdet": "benchmarks.geneval.detectors.mmdet_backend:MMDetMask2Former",
-    },
+#: what a loaded entry of each group must be (a subclass of): checked on every load
+BASES = {
+    "models": "harness.api.model:ImageModel",
+    "benchmarks": "harness.api.reporting:Reportable",
+    "judges": "harness.api.scorer:Scorer",
+    "detectors": "harness.api.scorer:Scorer",
+    "scorers": "harness.api.scorer:Scorer",
 }
 
 
@@ -108,8 +86,26 @@ class Registry:
         """Import and return the object registered as ``name`` (cached)."""
         if name not in self._loaded:
             entry = self.entry(name)
-            self._loaded[name] = import_target(entry)
+            obj = import_target(entry)
+            base = _base(self.group)
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise PluginLoadError(
+                    f"{self.group[:-1]} {name!r} ({entry.target}, from {entry.distribution} {entry.version}) is not "
+                    f"a {base.__module__}.{base.__qualname__} subclass; fix or uninstall that distribution.")
+            self._loaded[name] = obj
         return self._loaded[name]
+
+    def provenance_of(self, obj: Any) -> dict[str, Any]:
+        """The provenance of an object (or class) of this group: its entry's, or its class path if unregistered."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        name = getattr(obj, "name", None)
+        by_target = [e for e in self._entries.values() if e.target == target]
+        match = next((e for e in by_target if e.name == name), by_target[0] if by_target else None)
+        if match is not None:
+            return match.provenance()
+        return {"name": name, "group": self.group, "target": target, "distribution": None, "version": None,
+                "builtin": False}
 
 
 def unknown_name_message(group: str, name: str, known: list[str]) -> str:
@@ -139,20 +135,24 @@ def import_target(entry: Entry) -> Any:
     return obj
 
 
+def _base(group: str) -> type:
+    module_name, _, attr = BASES[group].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 def _discover(group: str) -> dict[str, Entry]:
-    entries = {
-        name: Entry(name, group, target, OWN_DISTRIBUTION, __version__, True)
-        for name, target in BUILTINS[group].items()
-    }
-    found = sorted(
-        metadata.entry_points(group=f"harness.{group}"),
-        key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name),
-    )
-    for ep in found:
+    """Entry points of ``harness.<group>``: the project's own (built-ins) first, then plugins by distribution."""
+    found = list(metadata.entry_points(group=f"harness.{group}"))
+    if not any(ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION for ep in found) and _own_missing():
+        raise PluginLoadError(f"{OWN_DISTRIBUTION} is not installed, so its built-in {group} are not registered "
+                              "(they are entry points, like plugins): run `pip install -e .` in the checkout")
+    own = [ep for ep in found if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
+    others = sorted((ep for ep in found if ep not in own), key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name))
+    entries: dict[str, Entry] = {}
+    for ep in [*sorted(own, key=lambda ep: ep.name), *others]:
         dist = ep.dist.name if ep.dist else "<unknown distribution>"
         version = ep.dist.version if ep.dist else "?"
-        if dist == OWN_DISTRIBUTION and ep.name in entries:
-            continue
+        builtin = dist == OWN_DISTRIBUTION
         if not _TARGET.match(ep.value.strip()):
             log.warning(
                 "skipping plugin %r in group harness.%s from %s %s: entry point value %r is not 'module:attr'",
@@ -161,14 +161,23 @@ def _discover(group: str) -> dict[str, Entry]:
             continue
         if ep.name in entries:
             kept = entries[ep.name]
-            log.warning(
-                "plugin name clash in harness.%s: %r from %s %s is ignored; %s %r from %s %s is used",
-                group, ep.name, dist, version, "built-in" if kept.builtin else "plugin",
-                ep.name, kept.distribution, kept.version,
-            )
+            if kept.distribution != dist or not builtin:
+                log.warning(
+                    "plugin name clash in harness.%s: %r from %s %s is ignored; %s %r from %s %s is used",
+                    group, ep.name, dist, version, "built-in" if kept.builtin else "plugin",
+                    ep.name, kept.distribution, kept.version,
+                )
             continue
-        entries[ep.name] = Entry(ep.name, group, ep.value.strip(), dist, version, False)
+        entries[ep.name] = Entry(ep.name, group, ep.value.strip(), dist, version, builtin)
     return entries
+
+
+def _own_missing() -> bool:
+    try:
+        metadata.distribution(OWN_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return True
+    return False
 
 
 @cache
@@ -182,3 +191,8 @@ def registry(group: str) -> Registry:
 def refresh() -> None:
     """Forget discovered entry points (after installing a plugin in-process, e.g. in tests)."""
     registry.cache_clear()
+
+
+def provenance_of(group: str, obj: Any) -> dict[str, Any]:
+    """Provenance of a model, benchmark or scorer object (or class), registered or not."""
+    return registry(group).provenance_of(obj)

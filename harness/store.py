@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import HarnessError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -70,12 +72,38 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self._migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"{self.path}: cannot create its folder ({exc.strerror}); pass another --store"
+                               ) from None
+        try:  # the first statement reads the header: a file that is not SQLite fails there, before any write
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self._wal_mode()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if hasattr(self, "db"):
+                self.db.close()
+            if "locked" in str(exc):  # busy, not broken: another process holds a lock
+                raise HarnessError(f"{self.path}: the results store stayed locked by another process for over "
+                                   "60 s; rerun when that process is done") from None
+            raise HarnessError(f"{self.path}: not a usable SQLite results store ({exc}); it was left untouched: "
+                               "pass another --store (or set HARNESS_STORE), or move that file away") from None
+
+    def _wal_mode(self, wait_s: float = 60.0) -> None:
+        """Switch to WAL. SQLite refuses the switch at once (no busy wait) while another process opening the
+        same new file switches it too, so a refusal is retried for as long as the busy timeout."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         """Apply pending migrations under the write lock, so that concurrent processes (ranks) never race."""

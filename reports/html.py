@@ -38,6 +38,31 @@ def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
+def md_cell(value: Any) -> str:
+    """One Markdown table cell (or heading) from any text: ``&``, ``<``, ``>``, ``|``, backticks and line breaks
+    escaped, so a name from a user's file stays inside its cell and never becomes HTML."""
+    text = html.escape(str(value), quote=False).replace("|", "\\|").replace("`", "&#96;")
+    return "<br>".join(text.splitlines()) if text else text
+
+
+def md_row(cells: Sequence[Any]) -> str:
+    """A Markdown table row; every cell through :func:`md_cell`."""
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
+def image_cell(path: Path, out_dir: Path, alt: str, title: str = "") -> str | None:
+    """A lazy ``<img>`` linking ``path`` relative to the report; a placeholder for an image over the pixel
+    budget (checked from its header; the browser would decode it); None if the file is missing."""
+    from harness.core.images import within_budget
+
+    if not path.is_file():
+        return None
+    if not within_budget(path):
+        return "<div class=missing title='over the pixel budget (--max-pixels)'>too large</div>"
+    rel = os.path.relpath(path.resolve(), out_dir.resolve())
+    return f"<img loading=lazy src='{esc(rel)}' alt='{esc(alt)}'" + (f" title='{esc(title)}'>" if title else ">")
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -100,11 +125,11 @@ def imgedit_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str
         cells = [fmt(row.get("score")), fmt(p), row.get("cases"), row.get("scored"), row.get("parse_failed"),
                  row.get("judge_failed")]
         rows.append(f"<tr><th class=l>{esc(t)}</th>" + "".join(f"<td>{fmt(c)}</td>" for c in cells) + "</tr>")
-        md_rows.append(f"| {t} | " + " | ".join(fmt(c) for c in cells) + " |")
+        md_rows.append(md_row([t, *(fmt(c) for c in cells)]))
     overall = [fmt(strict.get("overall")), fmt(parity.get("overall")), strict.get("cases"), strict.get("scored"),
                strict.get("parse_failed"), strict.get("judge_failed")]
     rows.append("<tr><th class=l>overall</th>" + "".join(f"<td>{fmt(c)}</td>" for c in overall) + "</tr>")
-    md_rows.append("| overall | " + " | ".join(fmt(c) for c in overall) + " |")
+    md_rows.append(md_row(["overall", *(fmt(c) for c in overall)]))
     judge = s.get("judge") or {}
     returned = ", ".join(judge.get("returned_models") or [])
     head = (f"<h2>ImgEdit: {esc(run.run_id)} ({esc(run.model_name)}), mode {esc(s.get('mode'))}</h2>"
@@ -127,11 +152,8 @@ def imgedit_grid(run: RunData, out_dir: Path, limit: int | None) -> str:
         edited = run.out / "images" / r.get("image", f"{r['case']}.png")
         cells = []
         for path, what in ((source, "source"), (edited, "edited")):
-            if path is not None and path.is_file():
-                rel = os.path.relpath(path.resolve(), out_dir.resolve())
-                cells.append(f"<div class=cell><img loading=lazy src='{esc(rel)}' alt='{what}'>{what}</div>")
-            else:
-                cells.append(f"<div class=cell><div class=missing>missing</div>{what}</div>")
+            shown = image_cell(path, out_dir, what) if path is not None else None
+            cells.append(f"<div class=cell>{shown or '<div class=missing>missing</div>'}{what}</div>")
         scores = ", ".join(str(x) for x in r.get("scores") or []) or "–"
         status = r.get("status", "?") + (f": {r['reason']}" if r.get("reason") else "")
         blocks.append(f"<div class=prompt><p><b>{esc(r['case'])}</b> [{esc(r.get('edit_type'))}] "
@@ -156,8 +178,8 @@ def device_tables(run: RunData) -> tuple[str, str]:
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{fmt(row[c], 1)}</td>" for c in cols) + "</tr>"
                    for row in summary[cols].to_dict("records"))
-    md = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n" + "\n".join(
-        "| " + " | ".join(fmt(row[c], 1) for c in cols) + " |" for row in summary[cols].to_dict("records"))
+    md = md_row(cols) + "\n|" + "---|" * len(cols) + "\n" + "\n".join(
+        md_row([fmt(row[c], 1) for c in cols]) for row in summary[cols].to_dict("records"))
     device = json.dumps(run.summary.get("device") or {}, sort_keys=True)
     return (f"<h2>Device latency: {esc(run.run_id)}</h2><p>{esc(note)}; device <code>{esc(device)}</code></p>"
             f"<table><tr>{head}</tr>{body}</table>{latency_vs_steps(summary)}", md)
@@ -218,10 +240,9 @@ def geneval_grid(run: RunData, out_dir: Path, limit: int | None = None) -> tuple
             if not path.is_absolute() and not path.exists():
                 path = run.out.parent / path if (run.out.parent / path).exists() else run.out / path
             reason = r["reason"] or "correct"
-            if path.is_file():
-                rel = os.path.relpath(path.resolve(), out_dir.resolve())
-                cells.append(f"<div class='cell {'ok' if r['correct'] else 'bad'}'><img loading=lazy src='{esc(rel)}' "
-                             f"alt='{esc(path.name)}' title='{esc(reason)}'>{esc(reason[:60])}</div>")
+            shown = image_cell(path, out_dir, path.name, reason)
+            if shown:
+                cells.append(f"<div class='cell {'ok' if r['correct'] else 'bad'}'>{shown}{esc(reason[:60])}</div>")
             else:
                 missing += 1
                 cells.append(f"<div class='cell {'ok' if r['correct'] else 'bad'}'><div class=missing>missing</div>"
@@ -232,15 +253,14 @@ def geneval_grid(run: RunData, out_dir: Path, limit: int | None = None) -> tuple
 
 
 def geneval_markdown(runs: Sequence[RunData]) -> str:
-    lines = ["| tag | " + " | ".join(f"{r.run_id} ({r.model_name})" for r in runs) + " |",
-             "|---|" + "---|" * len(runs)]
+    lines = [md_row(["tag", *(f"{r.run_id} ({r.model_name})" for r in runs)]), "|---|" + "---|" * len(runs)]
     for tag in GENEVAL_COLUMNS:
         vals = []
         for run in runs:
             v = run.summary.get("overall") if tag == "overall" else ((run.summary.get("tags") or {}).get(tag) or {}
                                                                       ).get("score")
             vals.append(fmt(v))
-        lines.append(f"| {tag} | " + " | ".join(vals) + " |")
+        lines.append(md_row([tag, *vals]))
     return "\n".join(lines)
 
 
@@ -256,14 +276,14 @@ def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequenc
     if comparisons:
         parts.append(f"<h2>Comparison (base = first run)</h2>{comparison_table(comparisons)}")
         md += ["| metric | base | new | Δ | 95% CI | p | mark |", "|---|---|---|---|---|---|---|"]
-        md += [f"| {c.metric} | {fmt(c.base)} | {fmt(c.new)} | {c.delta:+.3f} | {ci_text(c)} | "
-               f"{fmt(c.p_value, 4)} | {c.mark} {c.verdict} |" for c in comparisons]
+        md += [md_row([c.metric, fmt(c.base), fmt(c.new), f"{c.delta:+.3f}", ci_text(c), fmt(c.p_value, 4),
+                       f"{c.mark} {c.verdict}"]) for c in comparisons]
         md.append("")
     missing_total = 0
     if geneval:
         labels = sorted({r.summary.get("label", "?") for r in geneval})
         parts.append(f"<h2>GenEval ({esc(', '.join(labels))})</h2>{geneval_table(geneval)}{bars_svg}")
-        md += [f"## GenEval ({', '.join(labels)})", geneval_markdown(geneval), ""]
+        md += [f"## GenEval ({md_cell(', '.join(labels))})", geneval_markdown(geneval), ""]
         for run in geneval:
             grid, missing = geneval_grid(run, out_dir, grid_limit)
             missing_total += missing
@@ -273,11 +293,11 @@ def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequenc
         if run.benchmark == "imgedit":
             table, md_table = imgedit_section(run, out_dir, grid_limit)
             parts.append(table)
-            md += [f"## ImgEdit: {run.run_id}", md_table, ""]
+            md += [f"## ImgEdit: {md_cell(run.run_id)}", md_table, ""]
         elif run.benchmark == "device":
             table, md_table = device_tables(run)
             parts.append(table)
-            md += [f"## Device latency: {run.run_id}", md_table, ""]
+            md += [f"## Device latency: {md_cell(run.run_id)}", md_table, ""]
         else:
             parts.append(generic_table(run))
     if history_svg:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.jsonio import load_json, read_text
 from harness.errors import HarnessError
 
 
@@ -71,20 +72,20 @@ def load_run(ref: str, store_path: str | None = None) -> RunData:
     out = resolve_run(ref, store_path)
     if is_device_sweep(out):
         return load_device_sweep(out)
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{out / 'summary.json'}: not valid JSON ({exc.msg}); rerun `harness merge {out}`") from exc
+    fix = f"it is written by `harness run`/`score`; rerun `harness merge {out}`"
+    summary = load_json(out / "summary.json", fix)
     results = []
     results_path = out / "results.jsonl"
     if results_path.is_file():
-        for n, line in enumerate(results_path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(results_path, fix).splitlines(), 1):
             if line.strip():
                 try:
                     results.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise HarnessError(f"{results_path} line {n}: not valid JSON; rerun `harness merge {out}`") from exc
-    manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+                if not isinstance(results[-1], dict):
+                    raise HarnessError(f"{results_path} line {n}: not a JSON object; rerun `harness merge {out}`")
+    manifest = load_json(out / "run.json", fix) if (out / "run.json").is_file() else {}
     return RunData(out, summary, results, manifest)
 
 

@@ -8,6 +8,7 @@ unit already recorded and finishes with the same ``summary.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.geneval.colors import clip_spec_arg
 from benchmarks.geneval.prompts import PromptItem, is_prompt_folder, load_prompts, prompt_folder
 from benchmarks.geneval.rules import Options
 from benchmarks.geneval.score import GenEvalScorer, Sample, discover, score_key, score_samples, write_results
 from harness import __version__
+from harness.core.jsonio import dumps, load_json
+from harness.core.options import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT, check_options
 from harness.distributed import Shard
 from harness.errors import HarnessError
 from harness.runner import run_stage
@@ -68,14 +72,12 @@ class RunPlan:
     @classmethod
     def from_manifest(cls, out: Path) -> RunPlan:
         """Rebuild the plan of an existing run from ``run.json`` and its per-prompt metadata files."""
-        manifest = read_json(out / "run.json", "it is written by `harness run`; rerun it")
+        fix = "it is written by `harness run`, rerun it"
+        manifest = load_json(out / "run.json", fix)
         items = []
         for index in manifest["config"]["prompts"]["indices"]:
-            path = out / "images" / prompt_folder(index, where=str(out / "run.json")) / "metadata.jsonl"
-            try:
-                items.append(PromptItem(index, json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise HarnessError(f"{path}: unreadable ({exc}); it is written by `harness run`, rerun it") from exc
+            folder = prompt_folder(index, where=str(out / "run.json"))
+            items.append(PromptItem(index, load_json(out / "images" / folder / "metadata.jsonl", fix)))
         return cls(out, manifest["run_id"], manifest["config"], items)
 
 
@@ -92,12 +94,13 @@ class GenEval:
         g.add_argument("--detector", default="mask2former-hf",
                        help="detector backend (`harness list detectors`); 'tiny' = random weights, demo only")
         g.add_argument("--detector-args", default="", help="detector options key=value,... (weights, device)")
-        g.add_argument("--clip", default="ViT-L-14:openai",
+        g.add_argument("--clip", default="ViT-L-14:openai", type=clip_spec_arg,
                        help="open_clip ARCH:PRETRAINED for colours (PRETRAINED may be a local .pt); 'tiny' = random")
         g.add_argument("--options", default="",
                        help="GenEval constants key=value,...: threshold, counting_threshold, max_objects, "
                             "max_overlap, position_threshold (official defaults if omitted)")
-        g.add_argument("--score-batch-size", type=int, default=4, help="images per detector/CLIP batch")
+        g.add_argument("--score-batch-size", type=POSITIVE_INT.argtype(), default=4,
+                       help="images per detector/CLIP batch")
         g.add_argument("--device", default="auto", help="device for detector and CLIP (auto, cpu, cuda:0)")
 
     @classmethod
@@ -109,10 +112,10 @@ class GenEval:
         g.add_argument("--metadata", default=None,
                        help="local copy of the official evaluation_metadata.jsonl (offline; sha256-checked)")
         g.add_argument("--tags", default=None, help="comma-separated tags to run (default: all six)")
-        g.add_argument("--limit", type=int, default=None, help="at most N prompts per tag")
-        g.add_argument("--images-per-prompt", type=int, default=4)
+        g.add_argument("--limit", type=POSITIVE_INT.argtype(), default=None, help="at most N prompts per tag")
+        g.add_argument("--images-per-prompt", type=POSITIVE_INT.argtype(), default=4)
         g.add_argument("--seed", type=int, default=42, help="image k of every prompt uses seed S+k")
-        g.add_argument("--batch-size", type=int, default=None,
+        g.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=None,
                        help="images per generation call (default: images-per-prompt); part of the run's identity")
         g.add_argument("--no-score", action="store_true", help="generate only; score later with `harness score`")
         cls.add_scoring_arguments(p)
@@ -125,6 +128,17 @@ class GenEval:
         return format_table(summary)
 
     # -- stages ---------------------------------------------------------------------------------------
+    @staticmethod
+    def check_args(args: argparse.Namespace) -> None:
+        """Validate the scoring options before any work: ``--options``, ``--detector`` and its arguments."""
+        from harness.models.base import parse_model_args
+        from harness.registry import registry
+
+        parse_options(args.options)
+        detector = registry("detectors").load(args.detector)
+        if hasattr(detector, "check_options"):  # a plugin detector may check its options itself, later
+            detector.check_options(parse_model_args(args.detector_args, "--detector-args"))
+
     def build_scorer(self, args: argparse.Namespace) -> GenEvalScorer:
         """Load detector and CLIP once for this process."""
         from benchmarks.geneval.colors import ColorClassifier
@@ -178,7 +192,7 @@ class GenEval:
         for item in plan.items:
             meta_path = images_dir / item.folder / "metadata.jsonl"
             if not meta_path.is_file():
-                atomic_write_text(meta_path, json.dumps(item.metadata), fsync=False)
+                atomic_write_text(meta_path, dumps(item.metadata), fsync=False)
         by_id = {item.folder: item for item in plan.items}
         units = plan.units()
 
@@ -278,7 +292,7 @@ class GenEval:
         }
         manifest_path = out / f"scoring-{scorer.scorer_hash()}.json"
         if not manifest_path.is_file():  # identical content from every rank; written once
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(manifest_path, dumps(manifest, indent=1, sort_keys=True) + "\n")
         if shard.finalizes:
             store.upsert_run(run_id, self.name, status="scoring")
         with progress("score", -(-len(samples) // shard.count)) as tick:
@@ -325,7 +339,7 @@ class GenEval:
             **summarize(records), **manifest["extra"], "provenance": manifest["provenance"],
             "harness_version": __version__,
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "summary.json", dumps(summary, indent=2, sort_keys=True) + "\n")
         run_id = manifest["run_id"]
         store.upsert_run(run_id, self.name, status="scoring")
         store.add_scores(run_id, manifest["scorer_hash"], records)
@@ -349,16 +363,18 @@ class GenEval:
         return outcome
 
 
+#: what each GenEval constant accepts (``--options``)
+OPTION_TYPES = {"threshold": FRACTION, "counting_threshold": FRACTION, "max_overlap": FRACTION,
+                "position_threshold": NON_NEGATIVE_NUMBER, "max_objects": POSITIVE_INT}
+
+
 def parse_options(text: str) -> Options:
-    """``--options threshold=0.3,max_objects=16`` → :class:`Options` (unknown keys are an error)."""
+    """``--options threshold=0.3,max_objects=16`` → :class:`Options` (unknown keys, bad values: an error)."""
     from harness.models.base import parse_model_args
 
-    values = parse_model_args(text)
-    fields = Options.__dataclass_fields__
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise HarnessError(f"--options: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    return Options(**values)
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    return Options(**check_options(parse_model_args(text, "--options"), defaults, flag="--options", owner="GenEval",
+                                   checks=OPTION_TYPES))
 
 
 def _scoring_manifest(out: Path, scorer_hash: str | None) -> dict[str, Any]:

@@ -8,9 +8,11 @@ in one forward pass (the official code builds a 4-worker DataLoader per object g
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,51 @@ def parse_clip_spec(spec: str) -> tuple[str, str | None]:
     return arch, (pretrained or None)
 
 
+#: weight files that hold no pickle (open_clip reads them with safetensors or numpy): nothing to refuse
+_NO_PICKLE = (".safetensors", ".npz", ".npy")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", *_NO_PICKLE)
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def clip_spec_arg(spec: str) -> str:
+    """argparse ``type=`` for ``--clip``/``--clip-metrics``: the spec, checked by :func:`check_clip_spec`
+    while the command line is parsed (before any work), or a one-line usage error."""
+    try:
+        check_clip_spec(spec, flag="")
+    except HarnessError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def check_clip_spec(spec: str, flag: str = "--clip") -> None:
+    """Refuse a ``--clip ARCH:FILE`` whose file is missing, corrupt or carries code (one line).
+
+    A local checkpoint is opened with the official detector's safe loader (tensors only, no code from the
+    pickle), whatever open_clip version reads it afterwards. A file already checked is not read again.
+    """
+    where = f"{flag} {spec}: " if flag else ""
+    _, pretrained = parse_clip_spec(spec)
+    if not pretrained or not ("/" in pretrained or os.sep in pretrained or Path(pretrained).exists()
+                              or Path(pretrained).suffix.lower() in _WEIGHT_SUFFIXES):
+        return  # a pretrained tag such as "openai": open_clip downloads it
+    path = Path(pretrained)
+    if not path.is_file():
+        raise HarnessError(f"{where}{path}: no such checkpoint file; pass ARCH:/path/to/checkpoint.pt or a "
+                           "pretrained tag such as ViT-L-14:openai")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if path.suffix.lower() in _NO_PICKLE or key in _CHECKED:
+        return
+    from benchmarks.geneval.detectors.official import read_checkpoint
+
+    try:
+        read_checkpoint(path, fix="an open_clip checkpoint must be a plain tensor file (a state_dict saved with "
+                                  "torch.save, or .safetensors); re-save it, or use a pretrained tag such as openai")
+    except HarnessError as exc:
+        raise HarnessError(f"{where}{exc}") from None
+    _CHECKED.add(key)
+
+
 class ColorClassifier:
     """Zero-shot colour head over an open_clip model; loads once, classifies crops in batches."""
 
@@ -68,6 +115,7 @@ class ColorClassifier:
         self.arch, self.pretrained = parse_clip_spec(spec)
         self.bgcolor, self.crop = bgcolor, crop
         self.device = resolve_device(device)
+        check_clip_spec(spec)
         if self.arch == TINY_ARCH:
             _register_tiny_config()
             torch.manual_seed(seed)
@@ -79,7 +127,7 @@ class ColorClassifier:
         except (RuntimeError, OSError, ValueError) as exc:
             raise HarnessError(
                 f"--clip {spec}: could not load open_clip model {self.arch!r} with weights {self.pretrained!r} "
-                f"({exc}); offline, pass --clip ARCH:/path/to/checkpoint.pt"
+                f"({' '.join(str(exc).split())[:300]}); offline, pass --clip ARCH:/path/to/checkpoint.pt"
             ) from exc
         self.model = model.eval()
         self.preprocess = preprocess

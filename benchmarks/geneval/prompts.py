@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.rules import TAGS, validate_metadata
+from harness.core.jsonio import read_text
 from harness.datafiles import DataFile, fetch, sha256_file
 from harness.errors import HarnessError
 from harness.units import canonical_json
@@ -88,6 +89,8 @@ class PromptSet:
             unknown = sorted(set(tags) - set(TAGS))
             if unknown:
                 raise HarnessError(f"--tags: unknown tag(s) {', '.join(unknown)}; known: {', '.join(TAGS)}")
+        if limit is not None and limit < 1:
+            raise HarnessError(f"--limit {limit}: must be >= 1 (prompts per tag); leave it out for all prompts")
         chosen: list[PromptItem] = []
         per_tag: dict[str, int] = {}
         for item in self.items:
@@ -136,7 +139,7 @@ def load_prompts(prompts: str = "official", metadata: str | None = None) -> Prom
             raise HarnessError(f"--prompts {prompts}: no such file; use 'official', 'demo' or a metadata JSONL path")
         sha = sha256_file(path)
         name = "official" if sha == OFFICIAL_METADATA.sha256 else "custom"
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path, "prompt files are UTF-8 JSON lines; re-save it as UTF-8")
     return PromptSet(name, str(path), sha, parse_metadata_lines(text.splitlines(), str(path)))
 
 

@@ -26,6 +26,8 @@ from benchmarks.geneval.rules import (
     validate_metadata,
 )
 from harness.core.paths import inside
+from harness.core.images import check_pixels
+from harness.core.jsonio import read_text
 from harness.datafiles import sha256_file
 from harness.errors import HarnessError
 from harness.runner import run_stage
@@ -74,7 +76,7 @@ def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> 
             raise HarnessError(f"{meta_path}: missing; each prompt folder needs its metadata.jsonl "
                                "(one JSON object, the prompt's line of evaluation_metadata.jsonl)")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(read_text(meta_path, "write the prompt's metadata line there, as UTF-8"))
             validate_metadata(meta, CLASS_NAMES, str(meta_path))
         except json.JSONDecodeError as exc:
             raise HarnessError(f"{meta_path}: not one JSON object ({exc.msg}); write the prompt's metadata "
@@ -91,6 +93,7 @@ def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> 
             if only is not None and rel not in only:
                 continue
             inside(root, rel, what="sample")
+            check_pixels(sample_dir / name, "sample")
             samples.append(Sample(sample_dir / name, folder.name, meta, sha256_file(sample_dir / name)))
     if not samples:
         raise HarnessError(
@@ -101,7 +104,8 @@ def discover(images_dir: str | os.PathLike, *, only: set[str] | None = None) -> 
 
 
 def load_image(path: Path) -> Any:
-    """Open a sample as RGB like the official code (EXIF transpose); a clear error if it is not a PNG."""
+    """Open a sample as RGB like the official code (EXIF transpose); a clear error if it is not a PNG or if
+    it has more pixels than the budget (``--max-pixels``, checked from the header before decoding)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with open(path, "rb") as f:
@@ -109,6 +113,7 @@ def load_image(path: Path) -> Any:
     if head != PNG_SIGNATURE:
         raise HarnessError(f"{path}: not a PNG file (the name says .png); re-save it as PNG or delete it and "
                            "rerun `harness run` to regenerate it")
+    check_pixels(path, "sample")
     try:
         with Image.open(path) as im:
             im.load()

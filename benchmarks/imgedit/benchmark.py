@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
 from harness import __version__
 from harness.core.paths import inside, safe_name
+from harness.core.options import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER
 from harness.datafiles import sha256_file
 from harness.distributed import Shard
 from harness.errors import HarnessError
@@ -72,6 +73,7 @@ class ImgEdit:
     # -- CLI ------------------------------------------------------------------------------------------
     @staticmethod
     def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+        from benchmarks.geneval.colors import clip_spec_arg  # the CLIP loader ClipMetrics uses
         from benchmarks.imgedit.judge import DEFAULT_MODEL
 
         d = p.add_argument_group("imgedit data")
@@ -86,7 +88,7 @@ class ImgEdit:
         d.add_argument("--source-root", default=None, help="folder of the source images (Benchmark/singleturn)")
         d.add_argument("--rubrics", default=None, help="custom rubric JSON (default: the official prompts.json)")
         d.add_argument("--types", default=None, help="comma-separated edit types (default: all)")
-        d.add_argument("--limit", type=int, default=None, help="at most N cases per edit type")
+        d.add_argument("--limit", type=POSITIVE_INT.argtype(), default=None, help="at most N cases per edit type")
         g = p.add_argument_group("judge")
         g.add_argument("--judge", default="openai", help="judge backend (`harness list judges`)")
         g.add_argument("--judge-model", default=DEFAULT_MODEL,
@@ -96,16 +98,19 @@ class ImgEdit:
                        help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL or api.openai.com)")
         g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
                        help="environment variable holding the API key (never written anywhere)")
-        g.add_argument("--judge-concurrency", type=int, default=32, help="requests in flight at most")
-        g.add_argument("--judge-retries", type=int, default=6, help="retries on 429/5xx/timeouts per case")
-        g.add_argument("--judge-timeout", type=float, default=120.0, help="seconds per request")
+        g.add_argument("--judge-concurrency", type=POSITIVE_INT.argtype(), default=32,
+                       help="requests in flight at most")
+        g.add_argument("--judge-retries", type=NON_NEGATIVE_INT.argtype(), default=6,
+                       help="retries on 429/5xx/timeouts per case")
+        g.add_argument("--judge-timeout", type=POSITIVE_NUMBER.argtype(), default=120.0, help="seconds per request")
         g.add_argument("--temperature", type=_float_or_none, default=0.0,
                        help="judge temperature ('none' = not sent, as the official script)")
         g.add_argument("--judge-seed", type=_int_or_none, default=42, help="judge seed ('none' = not sent)")
         g.add_argument("--judge-max-tokens", type=_int_or_none, default=None, help="max_tokens (default: not sent)")
         g.add_argument("--judge-price", default=None, help="USD per 1M tokens IN,OUT for the cost estimate")
         g.add_argument("--judge-cache", default=None, help="SQLite judge cache (default $HARNESS_CACHE/imgedit/...)")
-        g.add_argument("--judge-batch-size", type=int, default=256, help="cases per durable record batch")
+        g.add_argument("--judge-batch-size", type=POSITIVE_INT.argtype(), default=256,
+                       help="cases per durable record batch")
         g.add_argument("--parity", action="store_true",
                        help="headline numbers from the official parser and aggregation (dropping + 2-decimal "
                             "rounding); both are always computed and stored")
@@ -113,7 +118,7 @@ class ImgEdit:
                        help="an edited image whose size differs from its source: error (default) or judge anyway")
         g.add_argument("--missing", choices=["error", "count"], default="error",
                        help="cases without an edited image: error (default) or count them as judge_failed")
-        g.add_argument("--clip-metrics", default=None,
+        g.add_argument("--clip-metrics", default=None, type=clip_spec_arg,
                        help="also compute offline CLIP metrics (source/edit similarity, instruction alignment, edit "
                             "direction) with open_clip ARCH:PRETRAINED, e.g. ViT-L-14:openai ('tiny' = random)")
         g.add_argument("--device", default="auto", help="device for the CLIP metrics")
@@ -122,7 +127,8 @@ class ImgEdit:
     def add_run_arguments(cls, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("imgedit generation")
         g.add_argument("--seed", type=int, default=42, help="seed of every edit (UniWorld's imgedit.yaml: 42)")
-        g.add_argument("--batch-size", type=int, default=1, help="edits per model call; part of the run's identity")
+        g.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=1,
+                       help="edits per model call; part of the run's identity")
         g.add_argument("--keep-model-size", action="store_true",
                        help="save edits at the model's output size (default: resized to the source image's size)")
         g.add_argument("--no-score", action="store_true", help="edit only; judge later with `harness score`")
@@ -504,6 +510,8 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], images_dir: P
                  size_check: str) -> tuple[list[ScoreUnit], list[str]]:
     from PIL import Image
 
+    from harness.core.images import check_pixels
+
     shas = check_sources(case_set, cases)
     units, missing, wrong = [], [], []
     for case in cases:
@@ -512,6 +520,8 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], images_dir: P
             missing.append(case.key)
             continue
         source = case_set.source_path(case)
+        check_pixels(image, "edited image")
+        check_pixels(source, "source image")
         try:
             with Image.open(image) as im, Image.open(source) as src:
                 if im.size != src.size:

@@ -39,9 +39,12 @@ class ClipMetrics:
         import torch.nn.functional as F
         from PIL import Image
 
+        from harness.core.images import check_pixels
+
         def images(paths: list[Path]) -> Any:
             tensors = []
             for p in paths:
+                check_pixels(p)
                 with Image.open(p) as im:
                     tensors.append(self.preprocess(im.convert("RGB")))
             return torch.stack(tensors).to(self.device)

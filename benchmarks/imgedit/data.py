@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +98,10 @@ def rubric_sha(text: str) -> str:
 
 # -- official files -----------------------------------------------------------------------------------
 def load_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: not readable JSON ({exc}); pass the official {what}") from exc
+    """A case or rubric file's JSON (UTF-8); the caller checks its shape."""
+    from harness.core.jsonio import load_json as read_json
+
+    return read_json(path, f"pass the official {what} (UTF-8 JSON)", expect=None)
 
 
 def parse_rubrics(data: Any, path: Path) -> dict[str, str]:

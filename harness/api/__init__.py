@@ -16,7 +16,7 @@ from harness.api.benchmark import (
 from harness.api.model import ImageModel
 from harness.api.reporting import Paired, PublishedTable, Reportable, RunData, Section
 from harness.api.scorer import Scorer
-from harness.core.options import Opt, opt
+from harness.core.options import Check, opt
 
-__all__ = ["Benchmark", "Discovery", "Generated", "ImageModel", "Opt", "Paired", "Plan", "PublishedTable",
+__all__ = ["Benchmark", "Check", "Discovery", "Generated", "ImageModel", "Paired", "Plan", "PublishedTable",
            "Reportable", "RunData", "Sample", "ScorePlan", "Scorer", "Section", "Stage", "WorkUnit", "opt"]

@@ -184,8 +184,7 @@ class Benchmark(Reportable):
 
     def __init__(self, config: Any = None, **values: Any):
         if config is None or isinstance(config, Mapping):
-            config = build_config(self.Config, {**dict(config or {}), **values}, flag="config",
-                                  owner=f"benchmark {self.name!r}")
+            config = build_config(self.Config, {**dict(config or {}), **values}, owner=f"benchmark {self.name!r}")
         elif values:
             raise TypeError("pass either a config object or keyword values, not both")
         self.config = config

@@ -1,91 +1,145 @@
 """One options mechanism for everything that takes settings: model adapters, detectors, judges, scorers and
-benchmark configs.
+benchmark configs, from ``key=value`` text and command-line flags alike.
 
-A component declares its options once, either as a ``defaults`` mapping (``name -> default`` or
-``name -> Opt(...)``) on a :class:`Configurable` subclass, or as the fields of a config dataclass (field
-``metadata`` made with :func:`opt`). The same code then
-
-* parses ``key=value,...`` text (``--model-args``, ``--detector-args``, ``--options``) into typed values,
-* refuses unknown keys with a "did you mean", and values of the wrong type or out of range, in one line
-  that names the flag and the key,
-* fingerprints the options that change results (``hashed``), and
-* gives the CLI what it needs to build flags (help, choices, kind) from a config dataclass.
+A component declares each option once, next to its default: a :class:`Configurable` (models, detectors,
+judges, scorers) in its ``defaults`` and ``option_types`` mappings, a benchmark in the fields of its config
+dataclass (declared with :func:`opt`, which also carries the help text and which stage the option is for).
+:func:`check_options` checks given values against that declaration :func:`check_options` checks given values against
+that declaration (or, for an undeclared option, against the type of its default: an integer default takes
+integers, a boolean default only ``true``/``false``) and names the flag, the key and what was expected.
+Command-line flags use the same checks through :meth:`Check.argtype`. Values are checked, never changed,
+so settings hashes stay what they were.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from harness.core.errors import HarnessError
 
-_MISSING = object()
-
 
 @dataclass(frozen=True)
-class Opt:
-    """How one option is declared: its default and what values it accepts."""
+class Check:
+    """What an option accepts: ``expected`` (for messages), a test, and a parser from command-line text."""
 
-    default: Any = None
-    help: str = ""
-    #: int, float, bool or str; taken from the default when not given (a None default accepts any value)
-    kind: type | None = None
-    choices: tuple[Any, ...] | None = None
-    min: float | None = None
-    max: float | None = None
-    #: whether None is accepted (defaults to: the default is None)
-    nullable: bool | None = None
-    #: part of the fingerprint (False for where something runs, not what it computes)
-    hashed: bool = True
-    #: a parser for text values with a special syntax (``1024`` or ``768x1024``); raises ValueError
-    parse: Callable[[str], Any] | None = None
-    #: the CLI flag when it is not ``--field-name`` (config dataclasses only)
-    flag: str | None = None
-    #: config dataclasses: "run" (generation only) or "score" (scoring; also offered by ``harness run``)
-    stage: str = "run"
-    #: an option that may be given as text of a comma-separated list
-    listing: bool = False
+    expected: str
+    accepts: Callable[[Any], bool]
+    parse: Callable[[str], Any] = str
 
-    @property
-    def value_kind(self) -> type | None:
-        if self.kind is not None:
-            return self.kind
-        if self.default is None:
-            return None
-        return type(self.default)
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.accepts(value))
+        except (TypeError, ValueError):
+            return False
 
-    @property
-    def accepts_none(self) -> bool:
-        return self.default is None if self.nullable is None else self.nullable
+    def argtype(self) -> Callable[[str], Any]:
+        """An argparse ``type=``: parse the text, check it, or a one-line usage error naming the value."""
+
+        def convert(text: str) -> Any:
+            try:
+                value = self.parse(text)
+            except (TypeError, ValueError):
+                value = text
+            if not self(value):
+                raise argparse.ArgumentTypeError(f"{text!r}: expected {self.expected}")
+            return value
+
+        convert.__name__ = self.expected
+        return convert
 
 
-def opt(default: Any = _MISSING, **kwargs: Any) -> Any:
-    """A config dataclass field declared with an :class:`Opt` (``x: int = opt(4, min=1, help=...)``)."""
-    spec = Opt(default=None if default is _MISSING else default, **kwargs)
-    return dataclasses.field(default=spec.default, metadata={"opt": spec})
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def spec_of(declared: Any) -> dict[str, Opt]:
-    """The options of a ``defaults`` mapping or a config dataclass (class or instance), by name."""
-    if dataclasses.is_dataclass(declared):
-        out = {}
-        for f in dataclasses.fields(declared):
-            spec = f.metadata.get("opt")
-            if spec is None:
-                default = f.default if f.default is not dataclasses.MISSING else None
-                spec = Opt(default=default)
-            out[f.name] = spec
-        return out
-    return {k: v if isinstance(v, Opt) else Opt(default=v) for k, v in dict(declared).items()}
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def parse_pairs(text: str | None, flag: str) -> dict[str, str]:
-    """``"a=1,b=x"`` → ``{"a": "1", "b": "x"}`` (values stay text; typing happens in :func:`check_options`)."""
-    out: dict[str, str] = {}
+def _parse_bool(text: str) -> bool | str:
+    return {"true": True, "false": False}.get(text.strip().lower(), text)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
+
+
+def _is_size(value: Any) -> bool:
+    """``N`` (an int) or ``"WxH"``/``"N"`` text, every side a positive integer."""
+    if _is_int(value):
+        return value > 0
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    return bool(match) and all(int(side) > 0 for side in match.groups() if side is not None)
+
+
+INTEGER = Check("an integer", _is_int, int)
+POSITIVE_INT = Check("a positive integer", lambda v: _is_int(v) and v > 0, int)
+NON_NEGATIVE_INT = Check("an integer >= 0", lambda v: _is_int(v) and v >= 0, int)
+NUMBER = Check("a number", _is_number, float)
+POSITIVE_NUMBER = Check("a number > 0", lambda v: _is_number(v) and v > 0, float)
+NON_NEGATIVE_NUMBER = Check("a number >= 0", lambda v: _is_number(v) and v >= 0, float)
+FRACTION = Check("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1, float)
+BOOLEAN = Check("true or false", lambda v: isinstance(v, bool), _parse_bool)
+SIZE = Check("a positive size: N or WIDTHxHEIGHT (e.g. 1024 or 768x1024)", _is_size)
+
+
+def either(literal: str, check: Check) -> Check:
+    """``literal`` (e.g. ``"auto"``) or whatever ``check`` accepts."""
+    return Check(f"{literal} or {check.expected}", lambda v: v == literal or check(v), check.parse)
+
+
+def one_of(*values: str) -> Check:
+    """One of these words."""
+    return Check(f"one of {', '.join(values)}", lambda v: v in values)
+
+
+def inferred(default: Any) -> Check | None:
+    """The check implied by a default value's type (None: anything goes)."""
+    if isinstance(default, bool):
+        return BOOLEAN
+    if _is_int(default):
+        return INTEGER
+    if isinstance(default, float):
+        return NUMBER
+    return None
+
+
+def check_options(options: Mapping[str, Any], defaults: Mapping[str, Any], *, flag: str, owner: str,
+                  checks: Mapping[str, Check] | None = None) -> dict[str, Any]:
+    """``{**defaults, **options}`` once every key is known and every value passes its check.
+
+    ``checks`` declares an option's :class:`Check`; an undeclared option is checked against its default's
+    type. ``None`` (``key=none``) is accepted only where the default is ``None``.
+    """
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise HarnessError(f"{flag}: unknown option {', '.join(hints)} for {owner}; "
+                           f"accepted: {', '.join(sorted(defaults))}")
+    for key, value in options.items():
+        default = defaults[key]
+        if value is None and default is None:
+            continue
+        check = (checks or {}).get(key) or inferred(default)
+        if check is not None and not check(value):
+            raise HarnessError(f"{flag} {key}={value!r}: expected {check.expected} ({owner}, default {default!r})")
+    return {**defaults, **options}
+
+
+# -- key=value text --------------------------------------------------------------------------------------------
+def parse_pairs(text: str | None, flag: str) -> dict[str, Any]:
+    """``"dtype=float16,steps=4,weights=/path"`` → typed values (int, float, bool, None or str) by key."""
+    out: dict[str, Any] = {}
     if not text:
         return out
     for part in text.split(","):
@@ -94,15 +148,13 @@ def parse_pairs(text: str | None, flag: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise HarnessError(f"{flag}: {part.strip()!r} is not key=value (example: steps=4,dtype=float16)")
-        if key in out:
-            raise HarnessError(f"{flag}: {key!r} is given twice")
-        out[key] = value.strip()
+            raise HarnessError(f"{flag}: {part!r} is not key=value (example: steps=4,dtype=float16)")
+        out[key] = coerce_text(value.strip())
     return out
 
 
 def coerce_text(value: str) -> Any:
-    """Untyped ``key=value`` text → int, float, bool, None or str (for options without a declared kind)."""
+    """Untyped text → int, float, bool, None or the text itself (what ``key=value`` options mean)."""
     lowered = value.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -116,122 +168,99 @@ def coerce_text(value: str) -> Any:
     return value
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
-
-
-def _number(value: Any, kind: type, where: str) -> int | float:
-    """An int (``kind`` int) or a number (``kind`` float: an int stays an int, as untyped text parsing gives)."""
-    if isinstance(value, str):
-        value = coerce_text(value.strip())
-    if isinstance(value, float) and kind is int and value.is_integer():
-        value = int(value)
-    ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok:
-        raise HarnessError(f"{where}: expected {_KIND_NAMES[kind]}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise HarnessError(f"{where}: expected a finite number")
-    return value
-
-
-def check_value(name: str, value: Any, spec: Opt, flag: str) -> Any:
-    """One option value, parsed from text if need be and checked against its declaration."""
-    where = f"{flag} {name}={value!r}"
-    if isinstance(value, str) and value.strip().lower() in ("none", "null") and spec.accepts_none:
-        return None
-    if value is None:
-        if spec.accepts_none:
-            return None
-        raise HarnessError(f"{where}: a value is required (default {spec.default!r})")
-    kind = spec.value_kind
-    if spec.parse is not None and isinstance(value, str):
-        try:
-            value = spec.parse(value)
-        except (ValueError, TypeError) as exc:
-            raise HarnessError(f"{where}: {exc}") from None
-    elif kind is bool:
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-            value = value.strip().lower() in ("true", "1", "yes")
-        elif not isinstance(value, bool):
-            raise HarnessError(f"{where}: expected true or false")
-    elif kind in (int, float):
-        value = _number(value, kind, where)
-    elif kind is str:
-        if not isinstance(value, str):
-            value = str(value)
-    elif kind is None and isinstance(value, str):
-        value = coerce_text(value)
-    if spec.choices is not None and value not in spec.choices:
-        raise HarnessError(f"{where}: use one of {', '.join(str(c) for c in spec.choices)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if spec.min is not None and value < spec.min:
-            raise HarnessError(f"{where}: must be >= {spec.min:g}")
-        if spec.max is not None and value > spec.max:
-            raise HarnessError(f"{where}: must be <= {spec.max:g}")
-    return value
-
-
-def check_options(values: Mapping[str, Any], spec: Mapping[str, Opt], *, flag: str, owner: str) -> dict[str, Any]:
-    """All options with defaults filled in; unknown keys and bad values are one-line errors.
-
-    ``flag`` is the CLI flag the values came from (``--model-args``), ``owner`` what they configure
-    (``model 'tiny'``); both appear in the message.
-    """
-    unknown = [k for k in values if k not in spec]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(spec), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise HarnessError(f"{flag}: unknown option {', '.join(hints)} for {owner}; accepted: "
-                           f"{', '.join(sorted(spec)) or 'none'}")
-    out = {name: s.default for name, s in spec.items()}
-    for name, value in values.items():
-        out[name] = check_value(name, value, spec[name], flag)
-    return out
-
-
-def fingerprint_of(options: Mapping[str, Any], spec: Mapping[str, Opt]) -> dict[str, Any]:
-    """The hashed options, sorted by name."""
-    return {k: options[k] for k in sorted(options) if spec.get(k, Opt()).hashed}
-
-
-def build_config(cls: type, values: Mapping[str, Any], *, flag: str = "config", owner: str = "") -> Any:
-    """A config dataclass instance from (text or typed) values, checked as :func:`check_options` does."""
-    spec = spec_of(cls)
-    checked = check_options(values, spec, flag=flag, owner=owner or cls.__name__)
-    return cls(**checked)
-
-
+# -- components configured by key=value options ----------------------------------------------------------------
 class Configurable:
-    """Base of components configured by ``key=value`` options (adapters, detectors, judges, scorers).
+    """Base of components configured by ``key=value`` options (model adapters, detectors, judges, scorers).
 
-    Subclasses set ``name`` and ``defaults`` (``name -> default`` or ``name -> Opt``); ``option_flag``
-    names the CLI flag in errors. ``self.options`` holds every option, typed, defaults filled in.
+    Subclasses set ``name``, ``defaults`` (every accepted option with its default) and, where the default's
+    type does not say it all, ``option_types`` (a :class:`Check` per option). ``self.options`` holds every
+    option once checked; ``unhashed_options`` (where it runs, not what it computes) stay out of the fingerprint.
     """
 
     name: ClassVar[str] = "component"
     kind: ClassVar[str] = "component"
-    option_flag: ClassVar[str] = "options"
+    option_flag: ClassVar[str] = "--options"
     defaults: ClassVar[Mapping[str, Any]] = {}
-    #: options that do not change results (where it runs), left out of the fingerprint
+    option_types: ClassVar[Mapping[str, Check]] = {}
     unhashed_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any):
-        self.options: dict[str, Any] = check_options(options, self.option_spec(), flag=self.option_flag,
-                                                     owner=f"{self.kind} {self.name!r}")
+        self.options: dict[str, Any] = self.check_options(options)
 
     @classmethod
-    def option_spec(cls) -> dict[str, Opt]:
-        spec = spec_of(cls.defaults)
-        for name in cls.unhashed_options:
-            if name in spec:
-                spec[name] = dataclasses.replace(spec[name], hashed=False)
-        return spec
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option with its value (given or default), or one error naming the bad key and value."""
+        return check_options(options, cls.defaults, flag=cls.option_flag, owner=f"{cls.kind} {cls.name!r}",
+                             checks=cls.option_types)
 
     @classmethod
     def from_text(cls, text: str | None, **extra: Any) -> Configurable:
-        """Build from ``key=value,...`` text (the CLI's form) plus typed extras."""
+        """Built from ``key=value,...`` text (the command line's form) plus typed extras."""
         return cls(**{**parse_pairs(text, cls.option_flag), **extra})
 
     def option_fingerprint(self) -> dict[str, Any]:
-        return fingerprint_of(self.options, self.option_spec())
+        """The options that change results, sorted by name."""
+        return {k: v for k, v in sorted(self.options.items()) if k not in self.unhashed_options}
+
+
+# -- benchmark config dataclasses -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """One field of a config dataclass as the command line and the checks see it."""
+
+    name: str
+    default: Any
+    check: Check | None
+    help: str
+    stage: str
+    flag: str
+
+    @property
+    def switch(self) -> bool:
+        """A flag without a value (a boolean that defaults to False)."""
+        return self.default is False
+
+
+def opt(default: Any = None, *, check: Check | None = None, help: str = "", stage: str = "run",
+        flag: str | None = None) -> Any:
+    """A config dataclass field with its check, help text, stage (``"run"``: generation only, ``"score"``:
+    scoring, offered by ``harness run`` and ``harness score``) and command-line flag (default ``--name``)."""
+    return dataclasses.field(default=default, metadata={"check": check, "help": help, "stage": stage, "flag": flag})
+
+
+def config_fields(cls: Any) -> list[Field]:
+    """The fields of a config dataclass (class or instance)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        meta = f.metadata
+        out.append(Field(f.name, default, meta.get("check") or inferred(default), meta.get("help", ""),
+                         meta.get("stage", "run"), meta.get("flag") or "--" + f.name.replace("_", "-")))
+    return out
+
+
+def build_config(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
+    """A config dataclass from values (typed, or command-line text parsed by each field's check).
+
+    Unknown names and bad values are one line naming the flag, e.g. ``--limit '0': expected a positive
+    integer``.
+    """
+    fields = {f.name: f for f in config_fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        close = [c for k in unknown for c in difflib.get_close_matches(k, list(fields), n=1)]
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise HarnessError(f"{owner}: unknown setting(s) {', '.join(map(repr, unknown))}{hint}; "
+                           f"known: {', '.join(sorted(fields))}")
+    checked = {}
+    for name, value in values.items():
+        spec = fields[name]
+        if isinstance(value, str) and spec.check is not None and spec.check.parse is not str:
+            with contextlib.suppress(TypeError, ValueError):
+                value = spec.check.parse(value)
+        if isinstance(value, str) and value.lower() in ("none", "null") and spec.default is None:
+            value = None
+        if not (value is None and spec.default is None) and spec.check is not None and not spec.check(value):
+            raise HarnessError(f"{spec.flag} {value!r}: expected {spec.check.expected} ({owner})")
+        checked[name] = value
+    return cls(**checked)

@@ -14,10 +14,17 @@ Seeds are turned into CPU ``torch.Generator`` objects so that images are reprodu
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.core.options import (
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    SIZE,
+    Check,
+    check_options,
+)
 from harness.errors import HarnessError
 from harness.units import content_hash
 
@@ -25,7 +32,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-def parse_model_args(text: str | None) -> dict[str, Any]:
+def parse_model_args(text: str | None, flag: str = "--model-args") -> dict[str, Any]:
     """Parse ``"dtype=float16,steps=4,weights=/path"`` into typed values (int, float, bool, None, str)."""
     out: dict[str, Any] = {}
     if not text:
@@ -36,7 +43,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise HarnessError(f"--model-args: {part!r} is not key=value (example: steps=4,dtype=float16)")
+            raise HarnessError(f"{flag}: {part!r} is not key=value (example: steps=4,dtype=float16)")
         out[key] = _coerce(value.strip())
     return out
 
@@ -59,26 +66,30 @@ class ImageModel:
     """Base class of model adapters: option validation, fingerprint, seeds, lazy loading.
 
     Subclasses set ``name``, ``capabilities`` and ``defaults`` (every accepted option with its default
-    value) and implement :meth:`load`, :meth:`generate` and/or :meth:`edit`.
+    value; ``option_types`` says what an option accepts where the default's type does not) and implement
+    :meth:`load`, :meth:`generate` and/or :meth:`edit`.
     """
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[Mapping[str, Any]] = {}
 
+    #: what an option accepts, where its default's type does not say it all (see harness.core.options)
+    option_types: ClassVar[Mapping[str, Check]] = {
+        "steps": POSITIVE_INT, "resolution": SIZE, "guidance": NON_NEGATIVE_NUMBER,
+        "image_guidance": NON_NEGATIVE_NUMBER, "true_cfg": NON_NEGATIVE_NUMBER, "max_sequence_length": POSITIVE_INT,
+        "input_size": POSITIVE_INT, "multiple": POSITIVE_INT, "seed": NON_NEGATIVE_INT,
+    }
+
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, list(self.defaults), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise HarnessError(
-                f"--model-args: unknown option {', '.join(hints)} for model {self.name!r}; "
-                f"accepted: {', '.join(sorted(self.defaults))}"
-            )
-        self.options: dict[str, Any] = {**self.defaults, **options}
+        self.options: dict[str, Any] = self.check_options(options)
         self._loaded = False
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option with its value (given or default), or one error naming the bad key and value."""
+        return check_options(options, cls.defaults, flag="--model-args", owner=f"model {cls.name!r}",
+                             checks=cls.option_types)
 
     # -- to implement ---------------------------------------------------------------------------------
     def load(self) -> None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from harness.core.secrets import redact, register_secret, register_url, split_query
+from harness.core.options import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Check
 from harness.errors import HarnessError
 from harness.models.base import ImageModel
 
@@ -40,6 +41,8 @@ class GPTImage1(ImageModel):
     }
     unhashed_options: ClassVar[frozenset[str]] = frozenset(
         {"base_url", "api_key_env", "timeout", "max_retries", "concurrency"})
+    option_types: ClassVar[Mapping[str, Check]] = {
+        "timeout": POSITIVE_NUMBER, "max_retries": NON_NEGATIVE_INT, "concurrency": POSITIVE_INT}
 
     def __init__(self, **options: Any):
         super().__init__(**options)

@@ -126,3 +126,31 @@ def test_store_roundtrip_is_idempotent_and_pandas_loadable(tmp_path):
         hist = store.history("geneval", "geneval", "overall")
         assert list(hist["value"]) == [0.5] and hist.loc[0, "model"] == "tiny"
         assert store.history("geneval", "accuracy").empty
+
+
+def _open_store(path: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        with Store(path):
+            results.put("ok")
+    except Exception as exc:  # report, do not hang the parent
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Ranks open the same new store together: SQLite refuses a concurrent switch to WAL without waiting;
+    the store retries it, so no rank dies with "database is locked"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    outcomes = []
+    for trial in range(20):
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_store, args=(str(tmp_path / f"s{trial}.db"), barrier, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes += [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join()
+    assert outcomes == ["ok"] * 80

@@ -9,11 +9,13 @@ The GenEval filtering (thresholds, max 16 per class) happens later, in the pure 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmarks.geneval.classes import CLASS_NAMES
 from benchmarks.geneval.rules import ClassDetections
+from harness.core.options import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, SIZE, Check, check_options, either, one_of
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -35,6 +37,18 @@ class Detector:
     #: how results of this detector are labelled; numbers from different labels are never mixed
     label: ClassVar[str] = "GenEval-HF"
     defaults: ClassVar[dict[str, Any]] = {}
+    #: what an option accepts where its default's type does not say it all (see harness.core.options)
+    option_types: ClassVar[Mapping[str, Check]] = {
+        "scale": SIZE, "seed": NON_NEGATIVE_INT, "batch": either("auto", POSITIVE_INT),
+        "reuse_memory": either("auto", BOOLEAN),
+        "attention": one_of("mmdet", "sdpa", "eager"),
+    }
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option with its value (given or default), or one error naming the bad key and value."""
+        return check_options(options, cls.defaults, flag="--detector-args", owner=f"detector {cls.name!r}",
+                             checks=cls.option_types)
 
     def fingerprint(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -38,11 +38,7 @@ class HFMask2Former(Detector):
     def __init__(self, **options: Any):
         from harness.models.base import resolve_device, resolve_dtype
 
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise HarnessError(f"--detector-args: unknown option(s) {', '.join(unknown)} for detector "
-                               f"{self.name!r}; accepted: {', '.join(sorted(self.defaults))}")
-        self.options = {**self.defaults, **options}
+        self.options = self.check_options(options)
         self.device = resolve_device(self.options["device"])
         self.dtype = resolve_dtype(self.options["dtype"], self.device)
         long_side, _, short_side = str(self.options["scale"]).partition("x")

@@ -151,11 +151,7 @@ class MMDetMask2Former(Detector):
     }
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise HarnessError(f"--detector-args: unknown option(s) {', '.join(unknown)} for detector "
-                               f"{self.name!r}; accepted: {', '.join(sorted(self.defaults))}")
-        self.options = {**self.defaults, **options}
+        self.options = self.check_options(options)
         import_mmdet()
         from harness.models.base import resolve_device
 

@@ -420,11 +420,13 @@ def _numpy_safe_globals() -> list[Any]:
     return found
 
 
-def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False, *,
+                    fix: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(state_dict, meta)`` of an mmdet/torch checkpoint file, CPU tensors.
 
     Loaded with ``weights_only=True`` (plus numpy scalars/dtypes/arrays, which mmdet's ``meta`` holds), so
-    opening a file runs no code from it; ``trust_pickle=True`` lifts that for a file you trust.
+    opening a file runs no code from it; ``trust_pickle=True`` lifts that for a file you trust. ``fix`` is
+    the advice given for a file that needs code or is corrupt (default: the official detector's).
     """
     import torch
 
@@ -438,16 +440,17 @@ def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> tupl
             with torch.serialization.safe_globals(_numpy_safe_globals()):
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
-            first = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln), "")
-            raise CheckpointError(f"{path}: the file needs code beyond tensors to unpickle ({first[:160]}); if you "
-                                  "trust it, pass --detector-args trust_pickle=true") from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc}); download it again "
-                              f"({OFFICIAL_URL})") from None
+        detail = [ln.strip() for ln in str(exc).split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+        reason = (detail or [type(exc).__name__])[0].split(". ")[0][:160]
+        if "global" in reason.lower():
+            raise CheckpointError(f"{path}: the file needs code beyond tensors to unpickle ({reason}); "
+                                  + (fix or "if you trust it, pass --detector-args trust_pickle=true")) from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); "
+                              + (fix or f"download it again ({OFFICIAL_URL})")) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); "
-                              f"download it again ({OFFICIAL_URL})") from None
+                              + (fix or f"download it again ({OFFICIAL_URL})")) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint dictionary (got {type(ckpt).__name__})")
     state = ckpt.get("state_dict", ckpt)
@@ -844,11 +847,7 @@ class OfficialMask2Former(Detector):
 
         from harness.models.base import resolve_device, resolve_dtype
 
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise HarnessError(f"--detector-args: unknown option(s) {', '.join(unknown)} for detector "
-                               f"{self.name!r}; accepted: {', '.join(sorted(self.defaults))}")
-        self.options = {**self.defaults, **options}
+        self.options = self.check_options(options)
         self.device = resolve_device(self.options["device"])
         dtype = resolve_dtype(self.options["dtype"], self.device)
         if dtype != torch.float32 and not self.device.startswith("cuda"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import Benchmark, Generated, Paired, Plan, Sample, ScorePlan, Scorer, Stage, WorkUnit, opt
+from harness.core.options import INTEGER, NON_NEGATIVE_NUMBER, POSITIVE_INT
 
 PROMPTS = {"dark-0": ("a black cat at night", 0.1), "dark-1": ("a dark cave", 0.2),
            "mid-0": ("a grey elephant", 0.5), "bright-0": ("a white snowfield", 0.9), "bright-1": ("the sun", 0.8)}
@@ -21,9 +22,9 @@ class Prompt:
 
 @dataclass
 class Config:
-    samples: int = opt(2, min=1, help="images per prompt")
-    seed: int = opt(0, help="image k of a prompt uses seed SEED+k")
-    tolerance: float = opt(0.25, min=0.0, stage="score", help="largest |brightness - target| that passes")
+    samples: int = opt(2, check=POSITIVE_INT, help="images per prompt")
+    seed: int = opt(0, check=INTEGER, help="image k of a prompt uses seed SEED+k")
+    tolerance: float = opt(0.25, check=NON_NEGATIVE_NUMBER, stage="score", help="largest |brightness - target| that passes")
 
 
 class Brightness(Benchmark):
