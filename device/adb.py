@@ -14,8 +14,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from device.base import DEFAULT_WORKDIR, ShellDevice
-from device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
+from harness.device.base import DEFAULT_WORKDIR, ShellDevice
+from harness.device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
 
 
 def default_key_path() -> Path:
@@ -74,7 +74,7 @@ class AdbShellDevice(ShellDevice):
             except (ImportError, ex.InvalidTransportError) as exc:
                 raise DeviceError(f"USB needs adb-shell[usb] (libusb1): pip install 'adb-shell[usb]' ({exc})") from exc
         else:
-            from device.transport import pipelined_adb_device_class, robust_tcp_transport_class
+            from harness.device.transport import pipelined_adb_device_class, robust_tcp_transport_class
 
             dev = pipelined_adb_device_class()(robust_tcp_transport_class()(self.host, self.port),
                                                default_transport_timeout_s=self.transport_timeout_s)

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.base import DEFAULT_WORKDIR, ShellDevice
-from device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
+from harness.device.base import DEFAULT_WORKDIR, ShellDevice
+from harness.device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
 
 _GONE = ("device offline", "not found", "no devices", "device unauthorized", "closed", "cannot connect",
          "failed to connect", "connection reset", "protocol fault")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from device.errors import CommandFailed, CommandTimeout, ConfigError, DeviceDisconnected, DeviceError
+from harness.device.errors import CommandFailed, CommandTimeout, ConfigError, DeviceDisconnected, DeviceError
 
 SENTINEL = "__RC__="
 DEFAULT_WORKDIR = "/data/local/tmp/bench"

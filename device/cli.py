@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.errors import ConfigError
+from harness.device.errors import ConfigError
+
 from harness.core.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, POSITIVE_NUMBER, Check
 
 PORT = Check("a TCP port (1-65535)", lambda v: POSITIVE_INT(v) and v <= 65535, int)
@@ -92,14 +93,14 @@ def make_device(args: argparse.Namespace, defaults: dict[str, Any] | None = None
     workdir = opt("workdir")
     sysroot = opt("sysroot") or ""
     if backend == "local":
-        from device.local import LocalDevice
+        from harness.device.local import LocalDevice
 
         return LocalDevice(workdir, sysroot=sysroot)
-    from device.base import DEFAULT_WORKDIR
+    from harness.device.base import DEFAULT_WORKDIR
 
     workdir = workdir or DEFAULT_WORKDIR
     if backend == "adb-cli":
-        from device.adbcli import AdbCliDevice
+        from harness.device.adbcli import AdbCliDevice
 
         serial = opt("serial", "ANDROID_SERIAL") or opt("host", "ADB_HOST")
         if not serial:
@@ -108,7 +109,7 @@ def make_device(args: argparse.Namespace, defaults: dict[str, Any] | None = None
         if port and ":" not in serial:
             serial = f"{serial}:{port}"
         return AdbCliDevice(serial, server_port=opt("adb_server_port"), workdir=workdir, sysroot=sysroot)
-    from device.adb import AdbShellDevice
+    from harness.device.adb import AdbShellDevice
 
     usb = bool(opt("usb"))
     host = opt("host", "ADB_HOST")
@@ -127,9 +128,10 @@ def make_device(args: argparse.Namespace, defaults: dict[str, Any] | None = None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from device.orchestrator import SweepRunner
-    from device.results import format_summary, records_frame, summary_frame, to_store
-    from device.sweep import load_sweep
+    from harness.device.orchestrator import SweepRunner
+    from harness.device.results import format_summary, records_frame, summary_frame, to_store
+    from harness.device.sweep import load_sweep
+
     from harness.store import Store
 
     sweep = load_sweep(args.file)
@@ -153,7 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from device.orchestrator import device_info, snapshot
+    from harness.device.orchestrator import device_info, snapshot
 
     device = make_device(args)
     try:
@@ -184,9 +186,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     import pandas as pd
+    from harness.device.results import format_summary, records_frame, steps_frame, summary_frame, to_store
 
-    from device.results import format_summary, records_frame, steps_frame, summary_frame, to_store
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
     from harness.store import Store
 
     frames = []
@@ -219,13 +221,14 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from device.profile import profile_model
-    from device.results import format_summary, records_frame, summary_frame, to_store
-    from harness.models.base import parse_model_args
+    from harness.device.profile import profile_model
+    from harness.device.results import format_summary, records_frame, summary_frame, to_store
+
+    from harness.core.options import parse_pairs
     from harness.registry import registry
     from harness.store import Store
 
-    options = parse_model_args(args.model_args)
+    options = parse_pairs(args.model_args, "--model-args")
     model_cls = registry("models").load(args.model)
     checked = getattr(model_cls, "check_options", lambda o: {**model_cls.defaults, **o})(options)
     steps = args.steps or [_model_number(checked, "steps", "--steps")]
@@ -246,7 +249,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _model_number(options: dict[str, Any], key: str, flag: str) -> int:
     """The model's own ``steps``/``resolution`` for a profile, or one error asking for the flag."""
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     value = options.get(key)
     if not POSITIVE_INT(value):
@@ -266,7 +269,7 @@ def run_device_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m device.cli ...``) until harness.cli wires ``device`` in."""
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     parser = argparse.ArgumentParser(prog="harness")
     add_device_parser(parser.add_subparsers(dest="command"))

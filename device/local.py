@@ -11,8 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from device.base import ShellDevice
-from device.errors import CommandTimeout, DeviceError
+from harness.device.base import ShellDevice
+from harness.device.errors import CommandTimeout, DeviceError
 
 
 class LocalDevice(ShellDevice):

@@ -18,15 +18,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device import probes
-from device.base import ShellDevice, sh_join
-from device.errors import ConfigError, DeviceDisconnected, DeviceError, DeviceRebooted
-from device.record import COUNTED, SCHEMA_VERSION, memory_fields, record_log, resume_index, state_fields, timing_fields
-from device.runners import get_runner
-from device.runners.base import ParsedRun
-from device.sweep import Job, Sweep, expand
+from harness.device import probes
+from harness.device.base import ShellDevice, sh_join
+from harness.device.errors import ConfigError, DeviceDisconnected, DeviceError, DeviceRebooted
+from harness.device.record import (
+    COUNTED,
+    SCHEMA_VERSION,
+    memory_fields,
+    record_log,
+    resume_index,
+    state_fields,
+    timing_fields,
+)
+from harness.device.runners import get_runner
+from harness.device.runners.base import ParsedRun
+from harness.device.sweep import Job, Sweep, expand
+
+from harness.core.fsio import atomic_write_bytes, atomic_write_text
 from harness.core.paths import inside, safe_name
-from harness.units import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,7 +145,7 @@ class SweepRunner:
                     f"{manifest}: this folder holds sweep {old.get('sweep_name')!r} on {old_dev.get('serial')} "
                     f"({old_dev.get('build_fingerprint')}); pass another --out for sweep {self.sweep.name!r} on "
                     f"{self.info['serial']} ({self.info['build_fingerprint']})")
-        from harness import __version__
+        from harness.core.version import __version__
 
         atomic_write_text(manifest, json.dumps({"sweep_name": self.sweep.name, "sweep": self.sweep.config(),
                                                 "device": self.info, "harness_version": __version__,

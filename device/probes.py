@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from device.base import q, sh_join
+from harness.device.base import q, sh_join
 
 PROPS = ("ro.product.model", "ro.product.device", "ro.soc.model", "ro.board.platform", "ro.build.fingerprint",
          "ro.build.version.release", "ro.build.version.sdk", "ro.mi.os.version.name")

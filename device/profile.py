@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from device.record import SCHEMA_VERSION, record_log, timing_fields
-from device.runners.base import Iteration, ParsedRun
-from harness.errors import HarnessError
-from harness.units import content_hash
+from harness.device.record import SCHEMA_VERSION, record_log, timing_fields
+from harness.device.runners.base import Iteration, ParsedRun
+
+from harness.core.errors import HarnessError
+from harness.core.hashing import content_hash
 
 
 def _status_kb(field: str) -> int | None:
@@ -174,7 +175,7 @@ def profile_model(model_name: str, model_options: dict[str, Any], *, steps: list
     """Profile each (steps, resolution); append one record per configuration to ``out``; return them."""
     import resource
 
-    from harness.models.base import resolve_device
+    from harness.core.torchenv import resolve_device
     from harness.registry import registry
 
     if iters <= warmup:

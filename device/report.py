@@ -89,7 +89,7 @@ class DeviceSweeps(Reportable):
 
 def _tables(run: RunData) -> tuple[str, str]:
     """Latency per variant/steps/resolution (median, p90, U-Net step, peak memory) and latency vs steps."""
-    from device.results import records_frame, summary_frame
+    from harness.device.results import records_frame, summary_frame
 
     summary = summary_frame(records_frame(run.results)) if run.results else None
     failed = sum(r.get("status") != "ok" for r in run.results)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.record import read_records
+from harness.device.record import read_records
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.base import device_path_problem, q, sha256_file
-from device.errors import ConfigError
-from device.runners import RUNNERS, get_runner
+from harness.device.base import device_path_problem, q, sha256_file
+from harness.device.errors import ConfigError
+from harness.device.runners import RUNNERS, get_runner
+
+from harness.core.errors import HarnessError
+from harness.core.hashing import canonical_json
 from harness.core.paths import safe_name
-from harness.errors import HarnessError
-from harness.units import canonical_json
 
 TOP_KEYS = {"name", "steps", "resolutions", "repeats", "iters_per_process", "warmup_iters", "order", "seed",
             "image_seed", "job_timeout_s", "max_attempts", "poll_s", "sample_hz", "meminfo", "variants",
@@ -225,8 +226,8 @@ def _resolution(path: str, value: Any) -> tuple[int, int]:
 
 def load_sweep_data(path: str | Path) -> dict[str, Any]:
     """Read a ``.toml`` (tomllib) or ``.yaml``/``.yml`` (PyYAML) sweep file."""
+    from harness.core.errors import HarnessError
     from harness.core.jsonio import read_text
-    from harness.errors import HarnessError
 
     p = Path(path)
     if not p.is_file():

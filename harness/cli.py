@@ -1,7 +1,10 @@
-"""``harness`` command line: list, run, score. The only module that prints.
+"""``harness`` command line: the only module that knows argparse, and the only one that prints.
 
-Imports are lazy: ``harness --help`` and ``harness list ...`` never import torch. Errors caused by input
-(:class:`HarnessError`) are printed as one line and exit with status 2; work already recorded stays.
+It builds each benchmark's flags from the benchmark's config dataclass, calls the engine (``evaluate``,
+``score``, ``merge``), reports and the nightly job, and prints. Nothing imports it. Imports are lazy:
+``harness --help`` and ``harness list ...`` never import torch. Errors caused by input (:class:`HarnessError`)
+are printed as one line and exit with status 2 (3: a run that is not finished yet); work already recorded
+stays.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from harness import __version__
+from harness.core.errors import HarnessError
 from harness.core.options import NON_NEGATIVE_NUMBER, POSITIVE_INT
-from harness.errors import HarnessError
+from harness.core.version import __version__
 
-LIST_GROUPS = ("models", "benchmarks", "judges", "detectors")
+LIST_GROUPS = ("models", "benchmarks", "judges", "detectors", "scorers")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -66,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_compare = sub.add_parser("compare", help="paired comparison of two runs on the same prompts and seeds")
     p_compare.add_argument("base")
     p_compare.add_argument("new")
-    p_compare.add_argument("--threshold", type=NON_NEGATIVE_NUMBER.argtype(), default=0.01,
-                           help="smallest change that counts (absolute, GenEval score units; default 0.01)")
+    p_compare.add_argument("--threshold", type=NON_NEGATIVE_NUMBER.argtype(), default=None,
+                           help="smallest change that counts, in the benchmark's units (default: the benchmark's "
+                                "own: GenEval 0.01, ImgEdit 0.1, device latency ratio 1.10)")
     p_compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a flagged regression")
     p_compare.add_argument("--intersection", action="store_true",
                            help="compare only the shared prompts when the runs' prompt sets or scorers differ")
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_nightly = sub.add_parser("nightly", help="run the configured benchmarks, compare with the baseline, report")
     p_nightly.add_argument("config", help="nightly TOML file (see README)")
 
-    from device.cli import add_device_parser  # argparse only: no torch, no adb_shell at import
+    from harness.device.cli import add_device_parser  # argparse only: no torch, no adb_shell at import
 
     add_device_parser(sub)
 
@@ -89,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.ArgumentParser:
+def _stage_parser(command: str, bench_name: str, bench_cls: Any) -> argparse.ArgumentParser:
+    """The flags of ``harness run|score BENCHMARK``: the common ones, then the benchmark's config fields."""
+    from harness.core.options import config_fields
+
     p = OneLineParser(prog=f"harness {command} {bench_name}")
     common = p.add_argument_group("common")
     if command == "run":
@@ -98,11 +105,10 @@ def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.Argumen
                             help="key=value,...: weights (hub id or folder), dtype, device, steps, guidance, "
                                  "resolution, ...")
         common.add_argument("--out", default=None, help="run folder (default runs/<benchmark>/<model>-<id>)")
-        bench.add_run_arguments(p)
+        common.add_argument("--no-score", action="store_true", help="generate only; score later with `harness score`")
     else:
         common.add_argument("--images", required=True, help="image folder in the official layout")
         common.add_argument("--out", default=None, help="where results.jsonl and summary.json go")
-        bench.add_scoring_arguments(p)
     common.add_argument("--store", default=None, help="SQLite results store (default runs/harness.db)")
     common.add_argument("--shard", default=None,
                         help="INDEX/COUNT: this job's share for independent jobs (Slurm arrays); finish with "
@@ -111,6 +117,16 @@ def _stage_parser(command: str, bench_name: str, bench: Any) -> argparse.Argumen
                         help="torch CPU threads (default: torch's)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     _pixels_option(common)
+    own = p.add_argument_group(bench_name)
+    for f in config_fields(bench_cls.Config):
+        if command == "score" and f.stage != "score":
+            continue
+        if f.switch:
+            own.add_argument(f.flag, dest=f"cfg_{f.name}", action="store_true", help=f.help)
+        else:
+            default = "" if f.default in (None, "") else f" (default {f.default})"
+            own.add_argument(f.flag, dest=f"cfg_{f.name}", default=None, metavar=f.name.upper(),
+                             help=f.help + default)
     return p
 
 
@@ -156,9 +172,36 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
             print(f"usage: {usage}")
             return 0
         raise HarnessError(f"name a benchmark: {usage}")
-    bench, outcome, shard, store_path = execute_stage(command, bench_name, rest)
+    from harness.engine.lifecycle import benchmark_class, load_benchmark
+
+    bench_cls = benchmark_class(bench_name)
+    args = _stage_parser(command, bench_name, bench_cls).parse_args(list(rest))
+    from harness.core.images import set_max_pixels
+    from harness.engine import lifecycle
+    from harness.engine.distributed import current_shard
+
+    # every option is checked before any work: nothing is read, written or loaded for a bad one
+    set_max_pixels(args.max_pixels)
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v not in (None, False)}
+    bench = load_benchmark(bench_name, values)
+    shard = current_shard(args.shard)
+    model = None
+    if command == "run":
+        from harness.core.options import parse_pairs
+
+        model = lifecycle.load_model(args.model, parse_pairs(args.model_args, "--model-args"))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    progress = _null_progress if args.no_progress or not shard.is_main else tqdm_progress
+    if command == "run":
+        outcome = lifecycle.evaluate(bench, model, out=args.out, store=args.store, shard=shard, progress=progress,
+                                     score=not args.no_score)
+    else:
+        outcome = lifecycle.score(bench, args.images, out=args.out, store=args.store, shard=shard, progress=progress)
     if outcome.summary:
-        print_outcome(bench, outcome, store_path)
+        print_outcome(bench, outcome, args.store)
     elif outcome.partial:
         if shard.jobs > 1 and shard.is_main:
             then = f"harness merge {outcome.out}"
@@ -170,76 +213,32 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
     return 0
 
 
-def execute_stage(command: str, bench_name: str, argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
-    """Parse the stage's options and run it; returns (benchmark, outcome, shard, store path)."""
-    from harness.registry import registry
-
-    bench_entry = registry("benchmarks").entry(bench_name)
-    bench = registry("benchmarks").load(bench_name)()
-    args = _stage_parser(command, bench_name, bench).parse_args(list(argv))
-    from harness.core.images import set_max_pixels
-    from harness.distributed import current_shard
-    from harness.store import Store
-
-    # every option is checked before any work: nothing is read, written or loaded for a bad one
-    set_max_pixels(args.max_pixels)
-    getattr(bench, "check_args", lambda a: None)(args)
-    shard = current_shard(args.shard)
-    model = None
-    if command == "run":
-        from harness.models.base import parse_model_args
-
-        model = registry("models").load(args.model)(**parse_model_args(args.model_args))
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    progress = _null_progress if args.no_progress or not shard.is_main else tqdm_progress
-    provenance: dict[str, Any] = {"benchmark": bench_entry.provenance()}
-    with Store(args.store) as store:
-        if command == "run":
-            provenance["model"] = registry("models").entry(args.model).provenance()
-            outcome = bench.run(args, model, store=store, provenance=provenance, progress=progress, shard=shard)
-        else:
-            outcome = bench.score(args, store=store, provenance=provenance, progress=progress, shard=shard)
-    return bench, outcome, shard, store.path
-
-
 def print_outcome(bench: Any, outcome: Any, store_path: Any) -> None:
     """The benchmark's results table (its ``format_summary``) and where everything is."""
+    from harness.store import default_store_path
+
     print(bench.format_summary(outcome.summary))
     print(f"\nresults: {outcome.out / 'results.jsonl'}\nsummary: {outcome.out / 'summary.json'}")
-    print(f"store:   {store_path} (run {outcome.run_id})")
+    print(f"store:   {store_path or default_store_path()} (run {outcome.run_id})")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from harness.core.paths import folder_arg
+    from harness.engine.lifecycle import load_benchmark, merge
 
-    from harness.core.jsonio import load_json
-    from harness.registry import registry
-    from harness.stages import SINGLE, own_run_folder, read_json
-    from harness.store import Store
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise HarnessError(f"harness merge {out}: is a file; pass the run (or scored image) folder")
-    manifests = sorted(out.glob("scoring-*.json")) or ([out / "run.json"] if (out / "run.json").is_file() else [])
-    if not manifests:
-        raise HarnessError(f"{out}: no run.json or scoring-*.json; pass a folder made by `harness run`/`score`")
-    manifest = load_json(manifests[0], "it is written by `harness run`/`score`; restore it or rerun that command")
-    name = manifest.get("benchmark") or (manifest.get("config") or {}).get("benchmark")
-    if not isinstance(name, str) or not name:
-        raise HarnessError(f"{manifests[0]}: names no benchmark; it is written by `harness run`/`score`")
-    bench = registry("benchmarks").load(name)()
-    with Store(args.store) as store, own_run_folder(out, SINGLE, stage="merge"):
-        outcome = bench.merge(out, store, scorer_hash=args.scorer)
+    folder_arg(args.out, flag="harness merge")
+    outcome = merge(args.out, store=args.store, scorer=args.scorer)
     for path in outcome.repaired:
         print(f"repaired {path}: dropped a line cut short by a crash (its unit was not counted)")
+    out = outcome.out
     if not outcome.summary:
+        import json
+
+        name = json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["benchmark"]
         print(f"{out}: every image is generated; not scored yet: `harness score {name} --images {out / 'images'}` "
               f"(or --shard I/N jobs), then `harness merge {out}`")
         return 0
-    print_outcome(bench, outcome, store.path)
+    print_outcome(load_benchmark(outcome.summary["benchmark"]), outcome, args.store)
     return 0
 
 
@@ -251,19 +250,18 @@ def _null_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.core.paths import folder_arg
     from harness.core.images import set_max_pixels
-    from reports.html import build_report
-    from reports.plots import geneval_bars, history
-    from reports.runs import load_run
+    from harness.core.paths import folder_arg
+    from harness.reports.html import build_report
+    from harness.reports.plots import history
+    from harness.reports.runs import load_run
 
     folder_arg(args.out, flag="--out")
     set_max_pixels(args.max_pixels)
     runs = [load_run(ref, args.store) for ref in args.runs]
-    geneval = [r for r in runs if r.benchmark == "geneval"]
-    html_path, md_path = build_report(runs, Path(args.out), bars_svg=geneval_bars(geneval) if geneval else "",
-                                      history_svg=history(_history_frame(args.store)), grid_limit=args.grid_limit)
-    print(md_path.read_text())
+    html_path, md_path = build_report(runs, Path(args.out), history_svg=history(_history_frame(args.store)),
+                                      grid_limit=args.grid_limit)
+    print(md_path.read_text(encoding="utf-8"))
     print(f"report: {html_path}\nmarkdown: {md_path}")
     return 0
 
@@ -280,8 +278,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from harness.core.images import set_max_pixels
     from harness.core.paths import folder_arg
-    from reports.regression import compare_runs
-    from reports.runs import load_run
+    from harness.reports.regression import compare_runs
+    from harness.reports.runs import load_run
 
     set_max_pixels(args.max_pixels)
     if args.report:
@@ -296,7 +294,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     if args.report:
-        from reports.html import build_report
+        from harness.reports.html import build_report
 
         html_path, _ = build_report([base, new], Path(args.report), comparisons=comparisons)
         print(f"report: {html_path}")
@@ -348,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("report", "compare", "nightly"):
             return {"report": cmd_report, "compare": cmd_compare, "nightly": cmd_nightly}[args.command](args)
         if args.command == "device":
-            from device.cli import run_device_command
+            from harness.device.cli import run_device_command
 
             return run_device_command(args)
         if args.command == "merge":
@@ -359,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.core.secrets import redact
 
         print(f"error: {redact(exc)}", file=sys.stderr)
-        return 3 if type(exc).__name__ == "IncompleteRun" else 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

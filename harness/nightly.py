@@ -14,18 +14,23 @@ Config (TOML)::
 
     [[benchmark]]
     name = "geneval"
-    args = ["--prompts", "official"]   # extra `harness run geneval` options
+    config = { prompts = "official" }  # the benchmark's settings (its config fields) ...
+    args = ["--tags", "counting"]      # ... and/or the same as `harness run geneval` flags
     baseline = "last-good"             # or a run folder / run id
+    threshold = 0.01                   # optional; default: the benchmark's own
 
     [[benchmark]]
     name = "imgedit"
     args = ["--judge-model", "gpt-4.1"]
     anchor = "runs/imgedit/anchor"     # a frozen scored run, re-judged every night: judge drift control
-    anchor_args = []                   # extra `harness score` options for it (e.g. the judge's --judge-base-url)
+    anchor_args = []                   # extra `harness score` flags for it (e.g. the judge's --judge-base-url)
 
-Judge drift control: the anchor's unchanged images are scored again with tonight's scorer (for ImgEdit
-with a fresh judge cache, so every answer is new) and compared with the anchor's own results. If the
-scorer moved significantly, tonight's model comparison is labelled "judge drift" and not gated.
+Judge drift control: the anchor's unchanged images are scored again with tonight's scorer (with whatever the
+benchmark needs to make every answer new, e.g. a fresh judge cache: ``Benchmark.fresh_scoring``) and compared
+with the anchor's own results. If the scorer moved significantly, tonight's model comparison is labelled
+"judge drift" and not gated.
+
+The job calls the engine (``evaluate``, ``score``) and the reports directly; it knows no benchmark by name.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -68,14 +76,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
             value = bench.get(key, [])
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise HarnessError(f"{path}: benchmark[{i}].{key} must be a list of strings")
+        if not isinstance(bench.get("config", {}), dict):
+            raise HarnessError(f"{path}: benchmark[{i}].config must be a table of the benchmark's settings")
+        if "threshold" in bench and not NON_NEGATIVE_NUMBER(bench["threshold"]):
+            raise HarnessError(f"{path}: benchmark[{i}].threshold = {bench['threshold']!r}: expected "
+                               f"{NON_NEGATIVE_NUMBER.expected}")
     return config
 
 
 def find_last_good(store_path: str | None, benchmark: str, exclude: str, current: Any) -> Any:
     """Newest finished run of ``benchmark`` (not ``exclude``) comparable with ``current``; None if none."""
+    from harness.reports.regression import check_comparable
+    from harness.reports.runs import load_run
     from harness.store import Store
-    from reports.regression import check_comparable
-    from reports.runs import load_run
 
     with Store(store_path) as store:
         runs = store.runs()
@@ -92,13 +105,22 @@ def find_last_good(store_path: str | None, benchmark: str, exclude: str, current
     return None
 
 
-def judge_drift(bench: dict[str, Any], report_dir: Path, store_path: str | None, threshold: float) -> list[str]:
+def bench_values(bench: dict[str, Any], argv: list[str], where: str, stage: str) -> dict[str, Any]:
+    """A benchmark's settings from its ``config`` table plus flags given as ``args``/``anchor_args``."""
+    from harness.core.options import config_fields, flags_to_values
+    from harness.engine.lifecycle import benchmark_class
+
+    fields = [f for f in config_fields(benchmark_class(bench["name"]).Config) if stage == "run" or f.stage == "score"]
+    return {**bench.get("config", {}), **flags_to_values(fields, argv, where)}
+
+
+def judge_drift(bench: dict[str, Any], report_dir: Path, path: Path, threshold: float | None) -> list[str]:
     """Score the frozen anchor's images again with tonight's scorer; the metrics that moved significantly."""
     import shutil
 
-    from harness.cli import execute_stage
-    from reports.regression import compare_runs
-    from reports.runs import load_run
+    from harness.engine.lifecycle import load_benchmark, score
+    from harness.reports.regression import compare_runs
+    from harness.reports.runs import load_run
 
     anchor = Path(bench["anchor"])
     if not (anchor / "summary.json").is_file() or not (anchor / "images").is_dir():
@@ -106,43 +128,47 @@ def judge_drift(bench: dict[str, Any], report_dir: Path, store_path: str | None,
                            "run made once with `harness run` and kept unchanged")
     out = report_dir / f"anchor-{bench['name']}"
     shutil.rmtree(out, ignore_errors=True)
+    values = bench_values(bench, bench.get("anchor_args", []), f"{path}: {bench['name']}.anchor_args", "score")
+    scorer = load_benchmark(bench["name"], values)
+    fresh = {k: v for k, v in scorer.fresh_scoring(out).items() if k not in values}
+    if fresh:  # every answer new: that is the point
+        scorer = load_benchmark(bench["name"], values | fresh)
     # its own store: a re-scored anchor is a scorer check, never a candidate baseline for the model
-    argv = ["--images", str(anchor / "images"), "--out", str(out), "--no-progress",
-            "--store", str(report_dir / "anchor-store.db"), *bench.get("anchor_args", [])]
-    if bench["name"] == "imgedit" and "--judge-cache" not in argv:
-        argv += ["--judge-cache", str(out / "fresh-judge-cache.db")]  # every answer new: that is the point
-    execute_stage("score", bench["name"], argv)
-    comparisons, _ = compare_runs(load_run(str(anchor)), load_run(str(out)),
-                                  threshold=threshold, intersection=True)
+    score(scorer, anchor / "images", out=out, store=report_dir / "anchor-store.db")
+    comparisons, _ = compare_runs(load_run(str(anchor)), load_run(str(out)), threshold=threshold, intersection=True)
     return [c.metric for c in comparisons if c.verdict in ("regression", "improvement")]
 
 
 def run_nightly(config_path: str | Path) -> tuple[str, bool]:
     """Run, compare, report; returns (verdict paragraph, whether a regression was flagged)."""
-    from harness.cli import execute_stage
+    from harness.core.options import parse_pairs
+    from harness.engine.lifecycle import evaluate, load_benchmark
+    from harness.reports.html import build_report
+    from harness.reports.regression import compare_runs
+    from harness.reports.runs import load_run
     from harness.store import Store
-    from reports.html import build_report
-    from reports.plots import geneval_bars
-    from reports.regression import compare_runs
-    from reports.runs import load_run
 
-    config = load_config(config_path)
+    path = Path(config_path)
+    config = load_config(path)
     store_path = config.get("store")
     model = config["model"]
-    threshold = float(config.get("threshold", 0.01))
     sentences, flagged_any, report_runs, comparisons_all = [], False, [], []
     report_dir = Path(config.get("report", "runs/nightly-report"))
+    model_args = parse_pairs(model.get("args", ""), f"{path}: model.args")
     for bench in config["benchmark"]:
-        argv = ["--model", model["name"], "--model-args", model.get("args", ""), "--no-progress",
-                *(["--store", store_path] if store_path else []), *bench.get("args", [])]
-        _, outcome, _, _ = execute_stage("run", bench["name"], argv)
-        drift = judge_drift(bench, report_dir, store_path, threshold) if bench.get("anchor") else []
+        threshold = bench.get("threshold", config.get("threshold"))
+        values = bench_values(bench, bench.get("args", []), f"{path}: {bench['name']}.args", "run")
+        out = values.pop("out", None)
+        outcome = evaluate(load_benchmark(bench["name"], values), model["name"], model_args=model_args, out=out,
+                           store=store_path)
+        drift = judge_drift(bench, report_dir, path, threshold) if bench.get("anchor") else []
         current = load_run(str(outcome.out), store_path)
         baseline_ref = bench.get("baseline", "last-good")
         base = (find_last_good(store_path, bench["name"], current.run_id, current) if baseline_ref == "last-good"
                 else load_run(baseline_ref, store_path))
         if base is None:
-            sentences.append(f"{bench['name']}: {current.summary.get('overall', float('nan')):.3f} "
+            overall = current.summary.get("overall")
+            sentences.append(f"{bench['name']}: {'–' if overall is None else f'{overall:.3f}'} "
                              "(no comparable baseline yet; this run becomes the baseline)."
                              + (f" JUDGE DRIFT on the frozen anchor ({', '.join(drift)})." if drift else
                                 " Scorer stable on the frozen anchor." if bench.get("anchor") else ""))
@@ -169,9 +195,7 @@ def run_nightly(config_path: str | Path) -> tuple[str, bool]:
         if flagged:
             with Store(store_path) as store:
                 store.upsert_run(current.run_id, bench["name"], status="regressed")
-    geneval = [r for r in report_runs if r.benchmark == "geneval"]
-    html_path, _ = build_report(report_runs, report_dir, comparisons=comparisons_all,
-                                bars_svg=geneval_bars(geneval) if geneval else "")
+    html_path, _ = build_report(report_runs, report_dir, comparisons=comparisons_all)
     day = time.strftime("%Y-%m-%d", time.gmtime())
     verdict = (f"Nightly {day}, model {model['name']}: " + " ".join(sentences)
                + (" Verdict: REGRESSION flagged." if flagged_any else " Verdict: no regression flagged.")

@@ -25,8 +25,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from harness import __version__
-from harness.errors import PluginLoadError, UnknownNameError
+from harness.core.errors import PluginLoadError, UnknownNameError
 
 log = logging.getLogger(__name__)
 

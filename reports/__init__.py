@@ -1,1 +1,1 @@
-"""HTML/Markdown reports and nightly regression comparison (issue 6; not implemented yet)."""
+"""Reports, paired comparisons and regression gating, generic over every benchmark's report contract."""

@@ -7,9 +7,10 @@ statistics are in :mod:`reports.compare` (docs/statistics.md).
 
 from __future__ import annotations
 
+from harness.reports.compare import Comparison, latency, paired_mean, stratified_paired, verdict
+
 from harness.api.reporting import Paired, Reportable, RunData
-from harness.errors import HarnessError
-from reports.compare import Comparison, latency, paired_mean, stratified_paired, verdict
+from harness.core.errors import HarnessError
 
 
 def reportable(name: str) -> type[Reportable]:

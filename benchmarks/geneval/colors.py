@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.geneval.rules import COLORS, Detection
-from harness.errors import HarnessError
+from harness.benchmarks.geneval.rules import COLORS, Detection
+
+from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -91,7 +92,7 @@ def check_clip_spec(spec: str, flag: str = "--clip") -> None:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if path.suffix.lower() in _NO_PICKLE or key in _CHECKED:
         return
-    from benchmarks.geneval.detectors.official import read_checkpoint
+    from harness.benchmarks.geneval.detectors.official import read_checkpoint
 
     try:
         read_checkpoint(path, fix="an open_clip checkpoint must be a plain tensor file (a state_dict saved with "
@@ -109,7 +110,7 @@ class ColorClassifier:
         import open_clip
         import torch
 
-        from harness.models.base import resolve_device
+        from harness.core.torchenv import resolve_device
 
         self.spec = spec
         self.arch, self.pretrained = parse_clip_spec(spec)
@@ -179,7 +180,7 @@ class ColorClassifier:
 def _register_tiny_config() -> None:
     import open_clip
 
-    from harness.datafiles import cache_dir
+    from harness.core.datafiles import cache_dir
 
     folder = cache_dir() / "tiny" / "open_clip_config"
     path = folder / f"{TINY_ARCH}.json"

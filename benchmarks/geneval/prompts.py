@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.rules import TAGS, validate_metadata
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.rules import TAGS, validate_metadata
+
+from harness.core.datafiles import DataFile, fetch, sha256_file
+from harness.core.errors import HarnessError
+from harness.core.hashing import canonical_json
 from harness.core.jsonio import read_text
-from harness.datafiles import DataFile, fetch, sha256_file
-from harness.errors import HarnessError
-from harness.units import canonical_json
 
 UPSTREAM_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
 OFFICIAL_METADATA = DataFile(

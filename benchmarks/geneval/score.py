@@ -7,17 +7,18 @@ resumable stage: one record per image, keyed by (image sha256, prompt metadata, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.prompts import is_prompt_folder
-from benchmarks.geneval.rules import (
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.prompts import is_prompt_folder
+from harness.benchmarks.geneval.rules import (
     Options,
     color_requests,
     detection_details,
@@ -25,13 +26,15 @@ from benchmarks.geneval.rules import (
     filter_detections,
     validate_metadata,
 )
-from harness.core.paths import inside
+
+from harness.api.scorer import Scorer
+from harness.core.errors import HarnessError
+from harness.core.fsio import atomic_write_text
+from harness.core.hashing import content_hash, sha256_file
 from harness.core.images import check_pixels
 from harness.core.jsonio import read_text
-from harness.datafiles import sha256_file
-from harness.errors import HarnessError
-from harness.runner import run_stage
-from harness.units import RecordLog, atomic_write_text, content_hash
+from harness.core.options import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT, check_options, parse_pairs
+from harness.core.paths import inside
 
 SAMPLE_NAME = re.compile(r"\d+\.png")  # the official evaluator's re.match: digits then ".png", prefix match
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -128,34 +131,60 @@ def score_key(sample: Sample, scorer_hash: str) -> str:
     return content_hash({"image": sample.sha256, "metadata": sample.metadata, "scorer": scorer_hash}, 24)
 
 
-class GenEvalScorer:
-    """Detector + CLIP colour classifier + the pure rules, for batches of samples."""
+#: version of the decision rules (``rules.py``); part of the fingerprint, so records of older rules are redone
+RULES_VERSION = 2
 
-    def __init__(self, detector: Any, colors: Any, options: Options | None = None):
-        self.detector = detector
-        self.colors = colors
-        self.options = options or Options()
+
+class GenEvalScorer(Scorer):
+    """Detector + CLIP colour classifier + the pure rules, for batches of samples.
+
+    Built from the command's options without loading anything; :meth:`resolve` checks the detector's and
+    CLIP's weights in seconds; :meth:`load` loads both once per process.
+    """
+
+    name: ClassVar[str] = "geneval"
+    defaults: ClassVar[dict[str, Any]] = {"detector": "mask2former-hf", "detector_args": "",
+                                          "clip": "ViT-L-14:openai", "device": "auto", "options": ""}
+
+    def __init__(self, **options: Any):
+        from harness.registry import registry
+
+        super().__init__(**options)
+        self.constants = parse_constants(self.options["options"])
+        self.detector_cls = registry("detectors").load(self.options["detector"])
+        det_opts = parse_pairs(self.options["detector_args"], "--detector-args")
+        if self.options["device"] != "auto":
+            det_opts.setdefault("device", self.options["device"])
+        self.detector = self.detector_cls(**det_opts)  # checks its options; loads nothing
+        self.colors: Any = None
 
     @property
-    def label(self) -> str:
+    def label(self) -> str:  # type: ignore[override]
         """``GenEval (official detector)``, ``GenEval-HF`` or the tiny label: never mixed in one number."""
         return self.detector.label
 
+    def resolve(self) -> None:
+        from harness.scorers.clip import resolve_clip
+
+        self.detector.resolve()
+        resolve_clip(self.options["clip"])
+
+    def load(self) -> None:
+        from harness.benchmarks.geneval.colors import ColorClassifier
+
+        if self.colors is None:
+            self.detector.load()
+            self.colors = ColorClassifier(self.options["clip"], device=self.options["device"])
+
     def fingerprint(self) -> dict[str, Any]:
         return {"detector": self.detector.fingerprint(), "colors": self.colors.fingerprint(),
-                "options": self.options.__dict__}
-
-    def scorer_hash(self) -> str:
-        return content_hash(self.fingerprint(), 12)
-
-    def unit_key(self, sample: Sample) -> str:
-        return score_key(sample, self.scorer_hash())
+                "options": self.constants.__dict__, "rules": RULES_VERSION}
 
     def score_batch(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """One record per sample: verdict, reason and the filtered detections (official ``details``)."""
         images = [load_image(s.path) for s in samples]
-        raw = self.detector.detect(images, min_score=self.options.min_score)
-        detected = [filter_detections(r, s.metadata["tag"], self.options) for r, s in zip(raw, samples, strict=True)]
+        raw = self.detector.detect(images, min_score=self.constants.min_score)
+        detected = [filter_detections(r, s.metadata["tag"], self.constants) for r, s in zip(raw, samples, strict=True)]
         jobs: list[tuple[int, int, int]] = []  # (sample, include clause, object)
         crops = []
         for i, (s, det) in enumerate(zip(samples, detected, strict=True)):
@@ -169,9 +198,9 @@ class GenEvalScorer:
             colors[i].setdefault(clause, []).append(color)
         records = []
         for s, det, col in zip(samples, detected, colors, strict=True):
-            verdict = evaluate(s.metadata, det, col, self.options)
+            verdict = evaluate(s.metadata, det, col, self.constants)
             records.append({
-                "key": self.unit_key(s), "image": s.name, "item_id": s.item_id, "sha256": s.sha256,
+                "image": s.name, "item_id": s.item_id, "sha256": s.sha256,
                 "tag": s.metadata["tag"], "prompt": s.metadata["prompt"], "correct": verdict.correct,
                 "reason": verdict.reason, "metadata": s.metadata,
                 "details": detection_details(det),
@@ -180,21 +209,16 @@ class GenEvalScorer:
         return records
 
 
-def score_samples(
-    samples: Sequence[Sample],
-    scorer: GenEvalScorer,
-    records_dir: Path,
-    *,
-    batch_size: int,
-    shard: tuple[int, int] = (0, 1),
-    token: str | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    """Resumable scoring stage over this shard's batches of the (sorted) samples; records go to disk."""
-    ordered = sorted(samples, key=lambda s: s.name)
-    with RecordLog(records_dir, f"score-{scorer.scorer_hash()}", token=token) as log:
-        run_stage(ordered, key=scorer.unit_key, process=scorer.score_batch, log=log, batch_size=batch_size,
-                  shard=shard, progress=progress)
+#: what each GenEval constant accepts (``--options``)
+OPTION_TYPES = {"threshold": FRACTION, "counting_threshold": FRACTION, "max_overlap": FRACTION,
+                "position_threshold": NON_NEGATIVE_NUMBER, "max_objects": POSITIVE_INT}
+
+
+def parse_constants(text: str) -> Options:
+    """``--options threshold=0.3,max_objects=16`` → :class:`Options` (unknown keys, bad values: an error)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    return Options(**check_options(parse_pairs(text, "--options"), defaults, flag="--options", owner="GenEval",
+                                   checks=OPTION_TYPES))
 
 
 def write_results(records: Sequence[dict[str, Any]], images_dir: Path, path: Path) -> None:

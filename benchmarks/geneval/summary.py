@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.geneval.rules import TAGS
+from harness.benchmarks.geneval.rules import TAGS
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0

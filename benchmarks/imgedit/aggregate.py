@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.imgedit.parse import official_case_score
+from harness.benchmarks.imgedit.parse import official_case_score
 
 #: the leaderboard's column order (JSON edit_type names)
 TYPE_ORDER: tuple[str, ...] = ("add", "adjust", "extract", "replace", "remove", "background", "style", "compose",

@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.units import content_hash
+from harness.core.hashing import content_hash
 
 
 class ClipMetrics:
     """open_clip model (loaded through GenEval's CLIP loader) computing the three cosines in batches."""
 
     def __init__(self, spec: str, device: str = "auto"):
-        from benchmarks.geneval.colors import ColorClassifier
+        from harness.benchmarks.geneval.colors import ColorClassifier
 
         clf = ColorClassifier(spec, device=device)
         self.spec, self.model, self.preprocess = spec, clf.model, clf.preprocess
@@ -71,18 +71,11 @@ def summarize_clip(records: Sequence[dict[str, Any]], spec: str) -> dict[str, An
             "types": {t: means(rows) for t, rows in by_type.items()}}
 
 
-def run_clip_stage(metrics: ClipMetrics, units: Sequence[Any], out: Path, *, token: str | None,
-                   shard: tuple[int, int], batch_size: int = 16,
-                   progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Resumable CLIP stage over score units (``case``, ``source``, ``image``, ``key``)."""
-    from harness.runner import run_stage
-    from harness.units import RecordLog
+def clip_process(metrics: ClipMetrics) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    """The CLIP stage's batch function over score units (``case``, ``source``, ``image``)."""
 
     def process(batch: list[Any]) -> list[dict[str, Any]]:
         values = metrics([(u.source, u.image, u.case.prompt) for u in batch])
-        return [{"key": u.key, "case": u.case.key, "edit_type": u.case.edit_type, **v}
-                for u, v in zip(batch, values, strict=True)]
+        return [{"case": u.case.key, "edit_type": u.case.edit_type, **v} for u, v in zip(batch, values, strict=True)]
 
-    with RecordLog(out / "records", f"clip-{metrics.scorer_hash()}", token=token) as log:
-        return run_stage(units, key=lambda u: u.key, process=process, log=log, batch_size=batch_size, shard=shard,
-                         progress=progress)
+    return process

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.datafiles import DataFile, cache_dir, fetch, sha256_file
+from harness.core.errors import HarnessError
 from harness.core.paths import inside, safe_name, safe_relpath
-from harness.datafiles import DataFile, cache_dir, fetch, sha256_file
-from harness.errors import HarnessError
 
 REPO = "https://raw.githubusercontent.com/PKU-YuanGroup/ImgEdit"
 COMMIT = "547185d12c08267a862b94248576e1746e479937"
@@ -356,6 +356,6 @@ def demo_case_set() -> CaseSet:
 
 
 def _demo_sha(cases: list[Case], rubrics: dict[str, str]) -> str:
-    from harness.units import content_hash
+    from harness.core.hashing import content_hash
 
     return content_hash([[c.key, c.record()] for c in cases] + [rubrics], 64)

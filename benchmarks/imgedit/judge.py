@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.errors import HarnessError
+from harness.core.hashing import content_hash
 from harness.core.secrets import redact, redact_url, register_secret, register_url, split_query
-from harness.errors import HarnessError
-from harness.units import content_hash
 
 DEFAULT_MODEL = "gpt-4.1-2025-04-14"  # the leaderboard's GPT-4.1, as a dated snapshot (imgedit.md §3.2)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -183,7 +183,7 @@ class OpenAIJudge:
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.temperature, self.seed, self.max_tokens = temperature, seed, max_tokens
         self.backoff, self.backoff_max, self.price = backoff, backoff_max, price
-        from harness.datafiles import cache_dir
+        from harness.core.datafiles import cache_dir
 
         self.cache_path = Path(cache) if cache else cache_dir() / "imgedit" / "judge-cache.sqlite"
         self.stats = JudgeStats()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from device.errors import ConfigError
-from device.runners.base import Iteration, ParsedRun, Runner
-from device.runners.jsonl import JsonlRunner
-from device.runners.mnn import MnnRunner
-from device.runners.sdcpp import SdCppRunner
-from device.runners.tools import OrtRunner, TfliteRunner
+from harness.device.errors import ConfigError
+from harness.device.runners.base import Iteration, ParsedRun, Runner
+from harness.device.runners.jsonl import JsonlRunner
+from harness.device.runners.mnn import MnnRunner
+from harness.device.runners.sdcpp import SdCppRunner
+from harness.device.runners.tools import OrtRunner, TfliteRunner
 
 RUNNERS: dict[str, type[Runner]] = {r.name: r for r in (JsonlRunner, MnnRunner, SdCppRunner, TfliteRunner, OrtRunner)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from device.runners.base import Iteration, ParsedRun, Runner, text_of
+from harness.device.runners.base import Iteration, ParsedRun, Runner, text_of
 
 STAGE_ALIASES = {"text_encoder": "text_encoder", "text_encode": "text_encoder", "unet": "unet",
                  "vae_decode": "vae_decode", "vae_decoder": "vae_decode", "vae": "vae_decode"}

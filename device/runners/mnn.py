@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
+from harness.device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
 
 AUTOTIME = re.compile(r"^\s*(?P<stage>\w+), \d+, cost time: (?P<ms>[\d.]+) ms\s*$", re.M)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
+from harness.device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
 
 STAGE = re.compile(r"(get_learned_condition|sampling|decode_first_stage|loading tensors) completed, "
                    r"taking ([\d.]+) ?(ms|s)\b")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from device.runners.base import ParsedRun, Runner, text_of
+from harness.device.runners.base import ParsedRun, Runner, text_of
 
 TFL_TIMINGS = re.compile(r"Init: ([\d.]+), First inference: ([\d.]+), Warmup \(avg\): ([\d.eE+-]+|nan), "
                          r"Inference \(avg\): ([\d.]+)")

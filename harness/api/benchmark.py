@@ -104,6 +104,8 @@ class Discovery:
     samples: list[Sample]
     #: summary fields about the folder (skipped files, prompts with fewer images, ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: where the benchmark's data came from (e.g. source images), recorded with the results
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class Keyed(Protocol):
@@ -252,6 +254,11 @@ class Benchmark(Reportable):
     def metric_rows(self, summary: dict[str, Any]) -> list[Record]:
         """Rows for the store's ``metrics`` table (subset, metric, value, ci_lo, ci_hi, n)."""
         return [{"subset": "overall", "metric": self.name, "value": summary.get("overall"), "n": None}]
+
+    def fresh_scoring(self, out: Path) -> dict[str, Any]:
+        """Config values that make a re-scoring into ``out`` independent of earlier answers (judge drift
+        control: e.g. a fresh judge cache); by default none."""
+        return {}
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         """The terminal table."""

@@ -183,10 +183,16 @@ def esc(value: Any) -> str:
 
 
 def md(value: Any) -> str:
-    """A Markdown table cell: pipes, backticks, angle brackets, ampersands and line breaks escaped."""
-    text = fmt(value) if not isinstance(value, str) else value
-    text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
-    return " ".join(text.split())
+    """One Markdown table cell (or heading) from any value: ``&``, ``<``, ``>``, ``|``, backticks and line breaks
+    escaped, so a name from a user's file stays inside its cell and never becomes HTML."""
+    text = value if isinstance(value, str) else fmt(value)
+    text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "&#96;")
+    return "<br>".join(text.splitlines()) if text else text
+
+
+def md_row(cells: Sequence[Any]) -> str:
+    """A Markdown table row; every cell through :func:`md`."""
+    return "| " + " | ".join(md(c) for c in cells) + " |"
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -202,12 +208,18 @@ def ci_text(ci: Any) -> str:
 
 
 def image_cell(path: Path | None, out_dir: Path, caption: str, css: str = "", title: str = "") -> str:
-    """One thumbnail linked by relative path (lazy-loaded), or a 'missing' box with the same caption."""
-    if path is not None and path.is_file():
+    """One thumbnail linked by relative path (lazy-loaded); a 'missing' box for a missing file and a 'too large'
+    box for an image over the pixel budget (checked from its header: the browser would decode it)."""
+    from harness.core.images import within_budget
+
+    if path is None or not path.is_file():
+        shown = "<div class=missing>missing</div>"
+    elif not within_budget(path):
+        shown = "<div class=missing title='over the pixel budget (--max-pixels)'>too large</div>"
+    else:
         rel = os.path.relpath(path.resolve(), out_dir.resolve())
-        return (f"<div class='cell {css}'><img loading=lazy src='{esc(rel)}' alt='{esc(path.name)}' "
-                f"title='{esc(title)}'>{esc(caption)}</div>")
-    return f"<div class='cell {css}'><div class=missing>missing</div>{esc(caption)}</div>"
+        shown = f"<img loading=lazy src='{esc(rel)}' alt='{esc(path.name)}' title='{esc(title)}'>"
+    return f"<div class='cell {css}'>{shown}{esc(caption)}</div>"
 
 
 def summary_table(title: str, runs: Sequence[RunData], rows_of: Any) -> tuple[str, str]:

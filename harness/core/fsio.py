@@ -117,3 +117,18 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
     if size < 1:
         raise ValueError("chunk size must be >= 1")
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+#: the lock file at the top of a run folder; ``--shard`` jobs add ``.harness-lock-shard-I-of-N``
+LOCK_FILE = ".harness-lock"
+
+
+def is_lock_file(name: str) -> bool:
+    """One of the lock files the engine leaves in a run folder (never an input to score)."""
+    return name == LOCK_FILE or name.startswith(LOCK_FILE + "-")
+
+
+def listing(names: list[str], most: int = 10) -> str:
+    """The first ``most`` names, then how many more: for error messages that name missing units."""
+    shown = ", ".join(names[:most])
+    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "")

@@ -95,6 +95,12 @@ def either(literal: str, check: Check) -> Check:
     return Check(f"{literal} or {check.expected}", lambda v: v == literal or check(v), check.parse)
 
 
+def optional(check: Check) -> Check:
+    """``none`` (None) or whatever ``check`` accepts."""
+    return Check(f"{check.expected} or none", lambda v: v is None or check(v),
+                 lambda text: None if text.strip().lower() in ("none", "null") else check.parse(text))
+
+
 def one_of(*values: str) -> Check:
     """One of these words."""
     return Check(f"one of {', '.join(values)}", lambda v: v in values)
@@ -264,3 +270,38 @@ def build_config(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
             raise HarnessError(f"{spec.flag} {value!r}: expected {spec.check.expected} ({owner})")
         checked[name] = value
     return cls(**checked)
+
+
+def flags_to_values(fields: list[Field], argv: list[str], where: str) -> dict[str, Any]:
+    """Command-line flags given as a list (``["--tags", "counting", "--parity"]``) → config values by field name.
+
+    The same flags ``harness run``/``score`` take for the benchmark, without a command line to parse them (a
+    nightly config). ``--out DIR`` is accepted as ``out``. Unknown flags are one line naming ``where``.
+    """
+    by_flag = {f.flag: f for f in fields}
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        flag, eq, inline = argv[i].partition("=")
+        spec = by_flag.get(flag)
+        if flag == "--out":
+            name, switch = "out", False
+        elif spec is None:
+            close = difflib.get_close_matches(flag, list(by_flag), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise HarnessError(f"{where}: unknown flag {argv[i]!r}{hint}; known: {', '.join(sorted(by_flag))}")
+        else:
+            name, switch = spec.name, spec.switch
+        if switch:
+            values[name] = True
+            i += 1
+            continue
+        if eq:
+            values[name] = inline
+            i += 1
+        elif i + 1 < len(argv):
+            values[name] = argv[i + 1]
+            i += 2
+        else:
+            raise HarnessError(f"{where}: flag {flag} needs a value")
+    return values

@@ -21,16 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
 from harness.api.benchmark import Benchmark, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
 from harness.api.model import ImageModel
 from harness.api.scorer import Scorer
 from harness.core.errors import HarnessError, IncompleteRun
-from harness.core.fsio import RecordLog, atomic_write_bytes, repair_record_file
+from harness.core.fsio import RecordLog, atomic_write_bytes, atomic_write_text, listing, repair_record_file
 from harness.core.hashing import content_hash, sha256_bytes
-from harness.core.jsonio import dumps_strict, read_json_object
+from harness.core.jsonio import dumps, load_json
+from harness.core.version import __version__
 from harness.engine.distributed import SINGLE, Shard, current_shard
-from harness.engine.runfolder import RunFolder, listing, shard_token
+from harness.engine.runfolder import (
+    is_run_folder,
+    open_manifest,
+    open_scoring_row,
+    own_run_folder,
+    recorded_image,
+    scoring_images_dir,
+    scoring_run_id,
+    shard_token,
+)
 from harness.engine.stages import run_stage
 from harness.registry import provenance_of, registry
 from harness.store import Store
@@ -88,8 +97,8 @@ def evaluate(benchmark: str | Benchmark, model: str | ImageModel, config: Any = 
     model_obj.resolve()
     if scorer is not None:
         scorer.resolve()
-    with _store(store) as st, RunFolder.claim(folder, this, command="run") as run:
-        run.open_manifest(run_id, plan.config, provenance | plan.provenance)
+    with _store(store) as st, own_run_folder(folder, this, stage="run"):
+        open_manifest(folder, run_id, plan.config, provenance | plan.provenance)
         if this.finalizes:
             st.upsert_run(run_id, bench.name, status=GENERATING, model=model_obj.name,
                           model_hash=plan.config.get("model_hash"), out_dir=str(folder), config=plan.config,
@@ -119,32 +128,36 @@ def score(benchmark: str | Benchmark, images: str | os.PathLike, config: Any = N
     if not images_dir.is_dir():
         raise HarnessError(f"--images {images_dir}: no such folder")
     provenance: dict[str, Any] = {"benchmark": provenance_of("benchmarks", bench)}
-    run_dir = images_dir.parent
-    if images_dir.name == "images" and (run_dir / "run.json").is_file():
-        manifest = read_json_object(run_dir / "run.json", "it is written by `harness run`; rerun it")
-        plan = bench.plan_from_run(run_dir, manifest)
-        samples = generated_samples(bench, plan, run_dir)  # every planned image, or an error naming the missing
+    of_run = images_dir.name == "images" and (images_dir.parent / "run.json").is_file()
+    if of_run:
+        scored = images_dir.parent
+        manifest = load_json(scored / "run.json", "it is written by `harness run`; rerun it")
+        if not is_run_folder(scored):
+            raise HarnessError(f"{scored / 'run.json'}: not a run manifest of ours (no run_id/config); it is "
+                               "written by `harness run`; rerun it or score the images/ folder from a copy")
+        plan = bench.plan_from_run(scored, manifest)
+        samples = generated_samples(bench, plan, scored)  # every planned image, or an error naming the missing
         items, extra = plan.items, bench.run_extra(plan) | bench.discover_extra(images_dir)
-        provenance = {**manifest.get("provenance", {}), **provenance}
-        folder = Path(out) if out else run_dir
-        run_id = manifest["run_id"]
-        if folder.resolve() != run_dir.resolve():  # a scoring job of its own: never rewrites the run's row
-            run_id = f"{run_id}-score-{content_hash(str(folder.resolve()), 8)}"
+        provenance = {**manifest.get("provenance", {}), **provenance}  # the run's own provenance (model included)
+        source_id = manifest["run_id"]
         model_name = (manifest.get("config", {}).get("model") or {}).get("adapter", "external")
     else:
+        scored = images_dir
         found = bench.discover(images_dir)
         items, samples, extra = found.items, found.samples, found.extra
-        folder = Path(out) if out else images_dir
-        run_id = f"{bench.name}-score-{content_hash(str(images_dir.resolve()), 12)}"
+        provenance |= found.provenance
+        source_id = f"{bench.name}-score-{content_hash(str(images_dir.resolve()), 12)}"
         model_name = "external"
+    folder = Path(out) if out else scored
+    run_id = scoring_run_id(source_id, scored, folder)
+    if run_id != source_id:
+        extra["scored_run"] = source_id
     scorer = bench.build_scorer()
     scorer.resolve()
-    with _store(store) as st, RunFolder.claim(folder, this, command="score", images=images_dir) as run:
-        run.check_scoring_target()
+    with _store(store) as st, own_run_folder(folder, this, stage="score"):
         if this.finalizes:
-            st.upsert_run(run_id, bench.name, status=SCORING, model=model_name, out_dir=str(folder),
-                          config={"images": str(images_dir.resolve())}, provenance=provenance,
-                          harness_version=__version__)
+            open_scoring_row(st, bench.name, run_id, source_id, of_run=of_run, out=folder, images_dir=images_dir,
+                             model=model_name, provenance=provenance)
         return _score(bench, scorer, items, samples, folder, images_dir, run_id, st, this, progress,
                       extra=extra, provenance=provenance)
 
@@ -158,13 +171,17 @@ def merge(out: str | os.PathLike, *, store: str | os.PathLike | Store | None = N
     run_json = folder / "run.json"
     if not manifests and not run_json.is_file():
         raise HarnessError(f"{folder}: no run.json or scoring-*.json; pass a folder made by `harness run`/`score`")
-    source = read_json_object(manifests[-1] if manifests else run_json, "it is written by `harness run`/`score`")
+    source = load_json(manifests[-1] if manifests else run_json,
+                       "it is written by `harness run`/`score`; restore it or rerun that command")
     name = source.get("benchmark") or (source.get("config") or {}).get("benchmark")
-    bench = load_benchmark(str(name), None)
-    with _store(store) as st, RunFolder.claim(folder, SINGLE, command="merge") as _:
+    if not isinstance(name, str) or not name:
+        raise HarnessError(f"{manifests[-1] if manifests else run_json}: names no benchmark; it is written by "
+                           "`harness run`/`score`")
+    bench = load_benchmark(name, None)
+    with _store(store) as st, own_run_folder(folder, SINGLE, stage="merge"):
         repaired = [str(p) for p in sorted((folder / "records").glob("*.jsonl")) if repair_record_file(p)]
         if run_json.is_file():
-            manifest = read_json_object(run_json, "it is written by `harness run`")
+            manifest = load_json(run_json, "it is written by `harness run`")
             plan = bench.plan_from_run(folder, manifest)
             generated_samples(bench, plan, folder)
             st.add_samples(manifest["run_id"], RecordLog(folder / "records", "generate").read().values())
@@ -182,11 +199,16 @@ def load_benchmark(benchmark: str | Benchmark, config: Any = None) -> Benchmark:
         if config is not None:
             raise HarnessError(f"benchmark {benchmark.name!r} is already configured; pass config=None")
         return benchmark
-    cls = registry("benchmarks").load(str(benchmark))
-    if not (isinstance(cls, type) and issubclass(cls, Benchmark)):
-        raise HarnessError(f"{benchmark!r} is not a runnable benchmark (reports only); "
-                           "`harness list benchmarks` names the others")
-    return cls(config)
+    return benchmark_class(str(benchmark))(config)
+
+
+def benchmark_class(name: str) -> type[Benchmark]:
+    """A runnable benchmark's class from the registry (``device`` is for reports only)."""
+    cls = registry("benchmarks").load(name)
+    if not issubclass(cls, Benchmark):
+        raise HarnessError(f"{name!r} is not a runnable benchmark (reports only; `harness device sweep` measures "
+                           "devices); `harness list benchmarks` names the others")
+    return cls
 
 
 def load_model(model: str | ImageModel, model_args: Mapping[str, Any] | None = None) -> ImageModel:
@@ -255,14 +277,15 @@ def _save(bench: Benchmark, unit: WorkUnit, result: Generated, out: Path, second
 def generated_samples(bench: Benchmark, plan: Plan, out: Path) -> list[Sample]:
     """The run's images from its generation records; names exactly the units that are missing."""
     done = RecordLog(out / "records", "generate").read()
-    missing = [u for u in plan.units if u.key not in done or not (out / done[u.key]["image"]).is_file()]
+    where = str(out / "records")
+    missing = [u for u in plan.units if u.key not in done or not recorded_image(out, done[u.key], where).is_file()]
     if missing:
         names = [_image_name(bench, u) for u in missing]
         noun = bench.unit_nouns[1]
         raise IncompleteRun(f"{out}: {len(missing)} of {len(plan.units)} {noun} not generated yet ({listing(names)}); "
                             f"rerun the same `harness run {bench.name}` (any number of processes, or the missing "
                             "--shard jobs) to generate them", names)
-    return [Sample(out / done[u.key]["image"], _image_name(bench, u), u.item_id, done[u.key]["sha256"])
+    return [Sample(recorded_image(out, done[u.key], where), _image_name(bench, u), u.item_id, done[u.key]["sha256"])
             for u in plan.units]
 
 
@@ -290,7 +313,7 @@ def _score(bench: Benchmark, scorer: Scorer | None, items: Any, samples: list[Sa
         "stages": {s.log_name: [[_key(s, u), _name(s, u)] for u in s.units] for s in plan.stages},
         "context": plan.context,
     }
-    atomic_write_bytes(out / f"scoring-{scorer_hash}.json", (dumps_strict(manifest, indent=1) + "\n").encode())
+    atomic_write_text(out / f"scoring-{scorer_hash}.json", dumps(manifest, indent=1, sort_keys=True) + "\n")
     if shard.finalizes:
         store.upsert_run(run_id, bench.name, status=SCORING)
     try:
@@ -340,9 +363,13 @@ def finalize(out: Path, store: Store, *, scorer_hash: str | None = None) -> dict
     if not paths:
         raise HarnessError(f"{out}: no scoring manifest (scoring-*.json){' for ' + scorer_hash if scorer_hash else ''}"
                            "; score first with `harness score BENCHMARK --images ...` or `harness run`")
-    manifest = read_json_object(paths[-1], "it is written by `harness score`; rerun the scoring")
+    manifest = load_json(paths[-1], "it is written by `harness score`; score again to rewrite it")
+    stages = manifest.get("stages")
+    if not isinstance(stages, dict) or not all(isinstance(v, list) and all(isinstance(e, list) and len(e) == 2
+                                                                          for e in v) for v in stages.values()):
+        raise HarnessError(f"{paths[-1]}: 'stages' missing or malformed; score again to rewrite it")
     bench = load_benchmark(str(manifest.get("benchmark")), None)
-    images_dir = Path(os.path.normpath(out / manifest["images_dir"]))
+    images_dir = scoring_images_dir(out, paths[-1], manifest, [name for v in stages.values() for _, name in v])
     records: dict[str, list[dict[str, Any]]] = {}
     missing: list[str] = []
     for log_name, expected in manifest["stages"].items():
@@ -360,7 +387,7 @@ def finalize(out: Path, store: Store, *, scorer_hash: str | None = None) -> dict
                "scorer_hash": manifest["scorer_hash"], **body, **manifest["extra"],
                "provenance": manifest["provenance"], "harness_version": __version__}
     bench.write_results(records, out, images_dir, manifest)
-    atomic_write_bytes(out / "summary.json", (dumps_strict(summary, indent=2) + "\n").encode())
+    atomic_write_text(out / "summary.json", dumps(summary, indent=2, sort_keys=True) + "\n")
     run_id = manifest["run_id"]
     main = next(iter(records.values()), [])
     store.upsert_run(run_id, bench.name, status=SCORING)

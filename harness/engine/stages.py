@@ -41,8 +41,8 @@ def run_stage(
     """Process every batch of ``units`` with a unit left; return all records of this stage by key.
 
     ``process(batch)`` (``process(batch, tick)`` with ``live_progress``) returns one record per unit it was
-    given, in order (a record without ``"key"`` gets its unit's key). Records are appended and made durable after every batch, so an
-    interruption loses at most the batch in flight.
+    given, in order (a record without ``"key"`` gets its unit's key). Records are appended and made durable
+    after every batch, so an interruption loses at most the batch in flight.
     """
     done = log.read()
     final = is_final or (lambda record: True)

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import HarnessError
-from harness.models.base import ImageModel, cpu_generators, quiet_hub_progress, resolve_device, resolve_dtype
+from harness.api.model import ImageModel
+from harness.core.errors import HarnessError
+from harness.core.torchenv import cpu_generators, quiet_hub_progress, resolve_device, resolve_dtype
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "weights": None,

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import HarnessError
-from harness.models.base import (
-    ImageModel,
+from harness.api.model import ImageModel
+from harness.core.errors import HarnessError
+from harness.core.torchenv import (
     cpu_generators,
     parse_resolution,
     quiet_hub_progress,

@@ -17,10 +17,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from harness.core.secrets import redact, register_secret, register_url, split_query
+from harness.api.model import ImageModel
+from harness.core.errors import HarnessError
 from harness.core.options import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Check
-from harness.errors import HarnessError
-from harness.models.base import ImageModel
+from harness.core.secrets import redact, register_secret, register_url, split_query
 
 
 class GPTImage1(ImageModel):

@@ -345,8 +345,8 @@ class TinyDreamLite(DreamLite):
         return fp
 
     def load(self) -> None:
-        from harness.datafiles import cache_dir
-        from harness.models.base import quiet_hub_progress
+        from harness.core.datafiles import cache_dir
+        from harness.core.torchenv import quiet_hub_progress
 
         quiet_hub_progress()
         if not self.options["weights"]:

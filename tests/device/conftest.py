@@ -58,7 +58,7 @@ def adbd(sandbox, adb_key):
 
 
 def make_device(adbd: FakeAdbd, key: Path, **kw):
-    from device.adb import AdbShellDevice
+    from harness.device.adb import AdbShellDevice
 
     opts = {"key_path": key, "workdir": f"{adbd.sandbox}/data/local/tmp/bench", "sysroot": str(adbd.sandbox),
             "transport_timeout_s": 5.0, "auth_timeout_s": 2.0, "connect_timeout_s": 5.0, **kw}

@@ -40,8 +40,8 @@ def adb_env(tmp_path, monkeypatch):
 
 
 def test_google_adb_against_the_fake(sandbox, adb_env, tmp_path):
-    from device.adbcli import AdbCliDevice
-    from device.errors import DeviceError
+    from harness.device.adbcli import AdbCliDevice
+    from harness.device.errors import DeviceError
 
     server_port, env = adb_env
     with FakeAdbd(sandbox, known_keys=[], accept_new_keys=True,

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
+from harness.device.transport import robust_tcp_transport_class
 
-from device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
-from device.transport import robust_tcp_transport_class
 from tests.device.conftest import FAKEBIN, make_device
 from tests.peers.fake_adbd import FakeAdbd
 
@@ -54,7 +54,7 @@ def test_no_device_and_wrong_port_are_clear_errors(adb_key):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from device.adb import AdbShellDevice
+    from harness.device.adb import AdbShellDevice
 
     dev = AdbShellDevice("127.0.0.1", port, key_path=adb_key, connect_timeout_s=2)
     with pytest.raises(DeviceDisconnected, match=f"127.0.0.1:{port}: cannot connect .*adb tcpip"):
@@ -195,7 +195,7 @@ def test_fakebin_is_on_the_fake_path(device):
 
 
 def test_fast_checksum_matches_adb_shell():
-    from device.transport import ORIGINAL_CHECKSUM, fast_checksum, robust_tcp_transport_class
+    from harness.device.transport import ORIGINAL_CHECKSUM, fast_checksum, robust_tcp_transport_class
 
     robust_tcp_transport_class()
     (original,) = ORIGINAL_CHECKSUM  # adb-shell's pure-Python byte sum

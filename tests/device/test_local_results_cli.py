@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from harness.device.cli import main as device_main
+from harness.device.local import LocalDevice
+from harness.device.orchestrator import SweepRunner
+from harness.device.record import read_records
+from harness.device.results import iterations_frame, records_frame, steps_frame, summary_frame, to_store
+from harness.device.sweep import load_sweep
 
-from device.cli import main as device_main
-from device.local import LocalDevice
-from device.orchestrator import SweepRunner
-from device.record import read_records
-from device.results import iterations_frame, records_frame, steps_frame, summary_frame, to_store
-from device.sweep import load_sweep
 from harness.store import Store
 from tests.device.conftest import write_sweep
 
@@ -79,7 +79,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_import_is_light():
-    code = ("import sys, argparse, device.cli as c; p = argparse.ArgumentParser(); "
+    code = ("import sys, argparse, harness.device.cli as c; p = argparse.ArgumentParser(); "
             "c.add_device_parser(p.add_subparsers(dest='command')); "
             "print(sorted(m for m in ('torch', 'adb_shell', 'pandas', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
@@ -90,7 +90,8 @@ def test_device_parser_plugs_into_the_harness_parser():
     """The wiring harness.cli will use: add_device_parser on its subparsers, dispatch on args.command."""
     import argparse
 
-    from device.cli import add_device_parser
+    from harness.device.cli import add_device_parser
+
     from harness.cli import build_parser
 
     parser = build_parser()

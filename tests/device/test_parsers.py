@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from device import probes
-from device.record import timing_fields
-from device.runners import get_runner
-from device.runners.jsonl import parse_contract
-from device.runners.mnn import parse_mnn
-from device.runners.sdcpp import parse_sdcpp
-from device.runners.tools import parse_ort, parse_tflite
+from harness.device import probes
+from harness.device.record import timing_fields
+from harness.device.runners import get_runner
+from harness.device.runners.jsonl import parse_contract
+from harness.device.runners.mnn import parse_mnn
+from harness.device.runners.sdcpp import parse_sdcpp
+from harness.device.runners.tools import parse_ort, parse_tflite
 
 MNN_TWO_GENERATIONS = """\
 The device supports: i8sdot:1, fp16:1, i8mm:1, sve2:0, sme2:0

@@ -18,12 +18,12 @@ pytestmark = [pytest.mark.device,
 @pytest.fixture(scope="module")
 def phone():
     if os.environ.get("ADB_HOST"):
-        from device.adb import AdbShellDevice
+        from harness.device.adb import AdbShellDevice
 
         host, _, port = os.environ["ADB_HOST"].rpartition(":")
         dev = AdbShellDevice(host or os.environ["ADB_HOST"], int(port or 5555))
     else:
-        from device.adbcli import AdbCliDevice
+        from harness.device.adbcli import AdbCliDevice
 
         dev = AdbCliDevice(os.environ["ANDROID_SERIAL"])
     dev.connect()
@@ -34,7 +34,7 @@ def phone():
 
 
 def test_sentinel_props_and_thermal(phone):
-    from device.orchestrator import device_info, snapshot
+    from harness.device.orchestrator import device_info, snapshot
 
     assert phone.run("echo hi; exit 4").exit_code == 4
     info = device_info(phone)

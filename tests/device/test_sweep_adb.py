@@ -6,11 +6,11 @@ import dataclasses
 import sys
 
 import pytest
+from harness.device.errors import ConfigError
+from harness.device.orchestrator import SweepRunner
+from harness.device.record import read_records
+from harness.device.sweep import expand, load_sweep
 
-from device.errors import ConfigError
-from device.orchestrator import SweepRunner
-from device.record import read_records
-from device.sweep import expand, load_sweep
 from tests.device.conftest import FAKE_BENCH, make_device, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_failures_are_recorded_with_reasons_never_numbers(adbd, adb_key, tmp_pat
 
 
 def test_cooldown_waits_for_temperature_then_skips_when_too_hot(adbd, adb_key, sandbox, tmp_path, monkeypatch):
-    import device.orchestrator as orch
+    import harness.device.orchestrator as orch
 
     thermal = sandbox / "android" / "thermalservice.txt"
     cool = thermal.read_text()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from tests.harness.test_bad_input import Payload, png
 
 
@@ -41,11 +41,11 @@ def test_model_option_values_are_checked(options, message):
 
 def test_valid_model_options_are_kept_exactly_as_given():
     """Checked, never converted: an int guidance stays an int, so settings hashes do not change."""
-    from harness.models.base import parse_model_args
+    from harness.core.options import parse_pairs
     from harness.models.diffusers_t2i import DiffusersText2Image
     from harness.models.tiny import TinyDreamLite
 
-    given = parse_model_args("steps=3,guidance=4,resolution=96x64,mobile=true,revision=none,seed=7")
+    given = parse_pairs("steps=3,guidance=4,resolution=96x64,mobile=true,revision=none,seed=7", "--model-args")
     model = TinyDreamLite(**given)
     assert {k: model.options[k] for k in given} == given
     assert type(model.options["guidance"]) is int
@@ -64,8 +64,8 @@ def test_openai_model_declares_its_own_option_types():
 
 
 def test_detector_option_values_are_checked_before_loading():
-    from benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former
-    from benchmarks.geneval.detectors.official import OfficialMask2Former
+    from harness.benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former
+    from harness.benchmarks.geneval.detectors.official import OfficialMask2Former
 
     with pytest.raises(HarnessError, match="--detector-args scale='abc': expected a positive size"):
         HFMask2Former.check_options({"scale": "abc"})
@@ -81,7 +81,7 @@ def test_detector_option_values_are_checked_before_loading():
 
 
 def test_geneval_options_are_checked_and_unknown_keys_named():
-    from benchmarks.geneval.benchmark import parse_options
+    from harness.benchmarks.geneval.benchmark import parse_options
 
     assert parse_options("threshold=0.5,max_objects=4").threshold == 0.5
     for text, message in [("threshold=abc", "threshold='abc': expected a number from 0 to 1"),
@@ -94,7 +94,7 @@ def test_geneval_options_are_checked_and_unknown_keys_named():
 
 
 def test_geneval_limit_below_one_is_refused_in_prompt_selection():
-    from benchmarks.geneval.prompts import load_prompts
+    from harness.benchmarks.geneval.prompts import load_prompts
 
     prompts = load_prompts("demo")
     assert len(prompts.select(None, 1)) == 6
@@ -106,7 +106,8 @@ def test_geneval_limit_below_one_is_refused_in_prompt_selection():
 # -- pixel budget -------------------------------------------------------------------------------------------
 def test_geneval_sample_over_the_budget_is_refused_from_its_header(tmp_path):
     """A 20000x20000 PNG of a few kB (400 Mpixel): refused before PIL decodes a pixel."""
-    from benchmarks.geneval.score import load_image
+    from harness.benchmarks.geneval.score import load_image
+
     from harness.core.images import set_max_pixels
 
     bomb = png(tmp_path / "0000.png", 20000, 20000)
@@ -120,7 +121,7 @@ def test_geneval_sample_over_the_budget_is_refused_from_its_header(tmp_path):
 
 
 def test_clip_metrics_refuse_an_image_over_the_budget(tmp_path):
-    from benchmarks.imgedit.clip_metrics import ClipMetrics
+    from harness.benchmarks.imgedit.clip_metrics import ClipMetrics
 
     metrics = ClipMetrics("tiny", device="cpu")
     small = png(tmp_path / "src.png", 32, 32)
@@ -132,9 +133,9 @@ def test_clip_metrics_refuse_an_image_over_the_budget(tmp_path):
 
 def test_report_shows_an_image_over_the_budget_as_a_placeholder(tmp_path):
     """The report links images for the browser to decode: one over the budget is not linked."""
-    from reports.html import build_report
-    from reports.runs import load_run
-    from reports.synthetic import write_synthetic_run
+    from harness.reports.html import build_report
+    from harness.reports.runs import load_run
+    from synthetic_runs import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "r", rates={"single_object": 1.0}, seed=0, images_per_prompt=2,
                               prompts={"single_object": 1})
@@ -149,8 +150,7 @@ def test_report_shows_an_image_over_the_budget_as_a_placeholder(tmp_path):
 # -- CLIP checkpoints -------------------------------------------------------------------------------------
 def test_clip_checkpoint_with_code_in_its_pickle_is_refused_unrun(tmp_path):
     import torch
-
-    from benchmarks.geneval.colors import ColorClassifier
+    from harness.benchmarks.geneval.colors import ColorClassifier
 
     marker = tmp_path / "pwned"
     torch.save({"visual.proj": torch.zeros(2), "payload": Payload(str(marker))}, tmp_path / "evil.pt")
@@ -171,7 +171,8 @@ def test_json_writer_never_writes_nan():
 
 def test_geneval_summary_of_nothing_is_strict_json(tmp_path):
     """An empty scoring (no samples) has no overall score: null in summary.json, never a bare NaN."""
-    from benchmarks.geneval.benchmark import GenEval
+    from harness.benchmarks.geneval.benchmark import GenEval
+
     from harness.store import Store
 
     manifest = {"benchmark": "geneval", "run_id": "geneval-empty", "label": "GenEval-HF", "scorer": {},
@@ -187,8 +188,8 @@ def test_geneval_summary_of_nothing_is_strict_json(tmp_path):
 
 def test_markdown_table_cells_are_escaped(tmp_path):
     """An edit-type name from a custom rubric file stays inside its cell and never becomes HTML."""
-    from reports.html import build_report, md_cell
-    from reports.runs import RunData
+    from harness.reports.html import build_report, md_cell
+    from harness.reports.runs import RunData
 
     name = "add | <script>alert(1)</script> `x`\nnext"
     run = RunData(tmp_path, {"benchmark": "imgedit", "run_id": "r|1", "strict": {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import registry as reg
-from harness.errors import PluginLoadError, UnknownNameError
+from harness.core.errors import PluginLoadError, UnknownNameError
 
 
 def make_distribution(root: Path, name: str, version: str, entry_points: dict[str, dict[str, str]],

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.distributed import Shard
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.engine.distributed import Shard
 from harness.store import Store
 
 TINY = ["--model", "tiny", "--prompts", "demo", "--detector", "tiny", "--clip", "tiny", "--threads", "1",
@@ -32,9 +32,8 @@ BIN = Path(sys.executable).parent
 
 def official_layout(folder: Path, prompts: tuple[int, ...] = (0, 4)) -> Path:
     """A GenEval image folder in the official layout (someone else's): NNNNN/metadata.jsonl + samples/0000.png."""
+    from harness.benchmarks.geneval.prompts import DEMO_METADATA
     from PIL import Image
-
-    from benchmarks.geneval.prompts import DEMO_METADATA
 
     for index in prompts:
         sub = folder / f"{index:05d}"
@@ -58,7 +57,7 @@ def one_line_error(capsys: pytest.CaptureFixture, rc: int) -> str:
 # -- --out that is a file, or a folder that is not ours ------------------------------------------------------
 @pytest.fixture
 def reports_runs(tmp_path: Path) -> tuple[Path, Path]:
-    from reports.synthetic import write_synthetic_run
+    from synthetic_runs import write_synthetic_run
 
     rates = {t: 0.5 for t in ("single_object", "two_object", "counting", "colors", "position", "color_attr")}
     small = {t: 2 for t in rates}
@@ -121,14 +120,14 @@ def test_score_in_place_keeps_foreign_results_but_scores_a_plain_image_folder(tm
 # -- one owner: the lock ------------------------------------------------------------------------------
 def claim(run: Path, shard: Shard) -> None:
     """Own ``run`` for a moment (the lock is released at once)."""
-    from harness.stages import own_run_folder
+    from harness.engine.runfolder import own_run_folder
 
     with own_run_folder(run, shard, stage="run"):
         pass
 
 
 def test_lock_plain_shards_and_a_killed_holder(tmp_path) -> None:
-    from harness.stages import own_run_folder
+    from harness.engine.runfolder import own_run_folder
 
     run = tmp_path / "run"
     plain, s0, s1 = Shard(), Shard(index=0, count=2, jobs=2), Shard(index=1, count=2, jobs=2)
@@ -144,8 +143,8 @@ def test_lock_plain_shards_and_a_killed_holder(tmp_path) -> None:
     claim(run, plain)  # everything released
 
     # a holder killed with SIGKILL leaves no lock behind (the kernel drops it)
-    code = ("import sys, time; from pathlib import Path; from harness.distributed import Shard; "
-            "from harness.stages import own_run_folder\n"
+    code = ("import sys, time; from pathlib import Path; from harness.engine.distributed import Shard; "
+            "from harness.engine.runfolder import own_run_folder\n"
             "with own_run_folder(Path(sys.argv[1]), Shard(), stage='run'):\n"
             "    print('locked', flush=True); time.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
@@ -194,7 +193,7 @@ def test_two_processes_on_one_out_one_wins_the_other_is_told_who(tmp_path) -> No
 
 def test_every_rank_of_a_launch_is_refused_without_hanging(tmp_path) -> None:
     """A folder held by another process: both ranks of a torchrun launch say so and exit; nothing is written."""
-    from harness.stages import own_run_folder
+    from harness.engine.runfolder import own_run_folder
 
     run = tmp_path / "run"
     port = str(29500 + (os.getpid() + 7) % 1000)

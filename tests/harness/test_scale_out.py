@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.distributed import Shard, current_shard, parse_shard
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.engine.distributed import Shard, current_shard, parse_shard
 
 BIN = Path(sys.executable).parent
 ARGS = ["run", "geneval", "--model", "tiny", "--prompts", "demo", "--detector", "tiny", "--clip", "tiny",

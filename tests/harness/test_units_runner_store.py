@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from harness.runner import run_stage
+from harness.api.benchmark import WorkUnit
+from harness.core.fsio import RecordLog, atomic_write_bytes, chunks
+from harness.engine.stages import run_stage
 from harness.store import Store
-from harness.units import RecordLog, WorkUnit, atomic_write_bytes, chunks
 
 
 def unit(i: int, model: str = "m1") -> WorkUnit:

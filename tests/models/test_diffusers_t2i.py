@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import HarnessError
-from harness.models.base import parse_model_args
+from harness.core.errors import HarnessError
+from harness.core.options import parse_pairs
 from harness.models.diffusers_t2i import (
     DiffusersText2Image,
     FluxDev,
@@ -251,9 +251,9 @@ def test_presets_hash_apart() -> None:
 
 
 def test_parse_model_args_types() -> None:
-    args = parse_model_args("dtype=float32,steps=4,guidance=7.5,offload=true,x=none")
+    args = parse_pairs("dtype=float32,steps=4,guidance=7.5,offload=true,x=none", "--model-args")
     assert args == {"dtype": "float32", "steps": 4, "guidance": 7.5, "offload": True, "x": None}
     assert type(args["steps"]) is int and type(args["guidance"]) is float and args["offload"] is True
-    options = parse_model_args("weights=/tmp/w,steps=4,guidance=7.5,resolution=64x32,cpu_offload=false")
+    options = parse_pairs("weights=/tmp/w,steps=4,guidance=7.5,resolution=64x32,cpu_offload=false", "--model-args")
     model = DiffusersText2Image(**options)
     assert model.fingerprint()["resolution"] == "64x32" and model.options["cpu_offload"] is False

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.models.dreamlite import DreamLite, DreamLiteBase, DreamLiteMobile
 from harness.models.tiny import TinyDreamLite
 

@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from device.adb import AdbShellDevice  # noqa: E402
+from harness.device.adb import AdbShellDevice  # noqa: E402
+
 from tests.device.conftest import FAKEBIN, make_sandbox, write_sweep  # noqa: E402
 from tests.peers.fake_adbd import FakeAdbd  # noqa: E402
 
@@ -111,8 +112,7 @@ def bench_push(work: Path, key: Path, mib: int) -> dict:
 def bench_rtt(work: Path, key: Path, n: int) -> dict:
     from adb_shell.adb_device import AdbDevice, AdbDeviceTcp
     from adb_shell.auth.sign_pythonrsa import PythonRSASigner
-
-    from device.transport import robust_tcp_transport_class
+    from harness.device.transport import robust_tcp_transport_class
 
     sandbox = make_sandbox(work / "phone-rtt")
     out: dict = {}
@@ -151,9 +151,9 @@ def bench_rtt(work: Path, key: Path, n: int) -> dict:
 
 
 def bench_sweep(work: Path, key: Path, jobs: int) -> dict:
-    from device.orchestrator import SweepRunner
-    from device.record import read_records
-    from device.sweep import expand, load_sweep
+    from harness.device.orchestrator import SweepRunner
+    from harness.device.record import read_records
+    from harness.device.sweep import expand, load_sweep
 
     sandbox = make_sandbox(work / "phone-sweep")
     if jobs % 3 or jobs < 6:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reports.synthetic import write_synthetic_run
+from synthetic_runs import write_synthetic_run
 
 RATES = {"single_object": 0.95, "two_object": 0.7, "counting": 0.6, "colors": 0.8, "position": 0.25,
          "color_attr": 0.45}

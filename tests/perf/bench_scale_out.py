@@ -75,11 +75,12 @@ def same_images(a: Path, b: Path) -> bool:
 
 
 def merge_time(root: Path) -> dict:
-    from benchmarks.geneval.benchmark import GenEval
-    from benchmarks.geneval.prompts import DEMO_METADATA
-    from benchmarks.geneval.score import Sample, score_key
+    from harness.benchmarks.geneval.benchmark import GenEval
+    from harness.benchmarks.geneval.prompts import DEMO_METADATA
+    from harness.benchmarks.geneval.score import Sample, score_key
+
+    from harness.core.fsio import RecordLog
     from harness.store import Store
-    from harness.units import RecordLog
 
     out = root / "synthetic"
     images = out / "images"

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.units import RecordLog
-from reports.html import build_report
-from reports.regression import compare_runs
-from reports.runs import load_run
+from harness.reports.html import build_report
+from harness.reports.regression import compare_runs
+from harness.reports.runs import load_run
+
+from harness.core.fsio import RecordLog
 
 
 def write_sweep(out: Path, *, scale: float, seed: int, failed: int = 0) -> Path:

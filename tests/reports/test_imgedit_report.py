@@ -6,10 +6,10 @@ import json
 import random
 from pathlib import Path
 
-from benchmarks.imgedit.aggregate import summarize_parity, summarize_strict
-from reports.html import build_report
-from reports.regression import compare_runs
-from reports.runs import load_run
+from harness.benchmarks.imgedit.aggregate import summarize_parity, summarize_strict
+from harness.reports.html import build_report
+from harness.reports.regression import compare_runs
+from harness.reports.runs import load_run
 
 TYPES = ("add", "remove", "replace", "adjust", "extract", "style", "background", "compose", "action")
 LABELS = {t: ("Prompt Compliance", "Visual Naturalness", "Physical & Detail Integrity") for t in TYPES}

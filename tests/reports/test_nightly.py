@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.nightly import load_config
 
 CONFIG = """

@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmarks.geneval.detectors.base import Detector, Instances, preprocess, topk_instances
-from benchmarks.geneval.rules import ClassDetections
-from harness.datafiles import DataFile, sha256_file
-from harness.errors import HarnessError
+from harness.benchmarks.geneval.detectors.base import Detector, Instances, preprocess, topk_instances
+from harness.benchmarks.geneval.rules import ClassDetections
+
+from harness.core.datafiles import DataFile, sha256_file
+from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     import torch
@@ -365,9 +366,8 @@ def infer_arch(state: Mapping[str, torch.Tensor], where: str = "checkpoint") -> 
 
 def mask2former_config(arch: Arch, attention: str = "sdpa") -> Any:
     """A transformers ``Mask2FormerConfig`` for ``arch``, built in code (no hub)."""
+    from harness.benchmarks.geneval.classes import CLASS_NAMES
     from transformers import Mask2FormerConfig, SwinConfig
-
-    from benchmarks.geneval.classes import CLASS_NAMES
 
     backbone = SwinConfig(
         image_size=224, patch_size=4, embed_dim=arch.embed_dim, depths=list(arch.depths),
@@ -790,7 +790,7 @@ def resolve_checkpoint(weights: Any, sha256: Any) -> tuple[Path, str]:
     ``official`` downloads the pinned URL once into the harness cache (offline: pass a path). ``sha256`` is the
     hex digest or a prefix of 8+ digits the file must have (default: the official file's); ``None`` skips it.
     """
-    from harness.datafiles import fetch
+    from harness.core.datafiles import fetch
 
     expected = _hex_digest_option(sha256)
     weights = str(weights)
@@ -845,7 +845,7 @@ class OfficialMask2Former(Detector):
     def __init__(self, **options: Any):
         import torch
 
-        from harness.models.base import resolve_device, resolve_dtype
+        from harness.core.torchenv import resolve_device, resolve_dtype
 
         self.options = self.check_options(options)
         self.device = resolve_device(self.options["device"])
@@ -922,7 +922,7 @@ class OfficialMask2Former(Detector):
 
     def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Detections per image in mmdet 2.x order; pairs with class prob <= ``min_score`` are skipped."""
-        from benchmarks.geneval.classes import CLASS_NAMES
+        from harness.benchmarks.geneval.classes import CLASS_NAMES
 
         return [inst.to_detections(CLASS_NAMES) for inst in self.detect_raw(images, min_score)]
 

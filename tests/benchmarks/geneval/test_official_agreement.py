@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from benchmarks.geneval import rules
-from benchmarks.geneval.rules import (
+from harness.benchmarks.geneval import rules
+from harness.benchmarks.geneval.rules import (
     COLORS,
     RELATIONS,
     TAGS,

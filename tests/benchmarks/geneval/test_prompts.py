@@ -9,11 +9,11 @@ from collections import Counter
 from functools import partial
 
 import pytest
+from harness.benchmarks.geneval import prompts as P
+from harness.benchmarks.geneval.classes import CLASS_NAMES
 
-from benchmarks.geneval import prompts as P
-from benchmarks.geneval.classes import CLASS_NAMES
-from harness.datafiles import DataFile, fetch
-from harness.errors import HarnessError
+from harness.core.datafiles import DataFile, fetch
+from harness.core.errors import HarnessError
 
 
 def test_class_names_match_official_object_names(shared_data):

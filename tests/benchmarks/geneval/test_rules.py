@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.rules import (
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.rules import (
     ClassDetections,
     Detection,
     Options,
@@ -257,6 +256,6 @@ def test_detections_given_as_lists_or_arrays_decide_alike():
 
 
 def test_rules_module_imports_no_torch():
-    code = "import sys, benchmarks.geneval.rules; print('torch' in sys.modules)"
+    code = "import sys, harness.benchmarks.geneval.rules; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

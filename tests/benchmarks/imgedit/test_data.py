@@ -9,10 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from harness.benchmarks.imgedit import data
+from harness.benchmarks.imgedit.data import check_sources, demo_case_set, load_case_set
 
-from benchmarks.imgedit import data
-from benchmarks.imgedit.data import check_sources, demo_case_set, load_case_set
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def _images_for(cases: list, root: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.models.diffusers_edit import DiffusersEdit, FluxKontext, InstructPix2Pix, QwenImageEdit, target_size
 from harness.models.openai_images import GPTImage1
 

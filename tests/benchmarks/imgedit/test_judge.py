@@ -8,10 +8,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from harness.benchmarks.imgedit.data import demo_case_set
+from harness.benchmarks.imgedit.judge import JudgeRequest, OpenAIJudge, estimate_cost, price_for
 
-from benchmarks.imgedit.data import demo_case_set
-from benchmarks.imgedit.judge import JudgeRequest, OpenAIJudge, estimate_cost, price_for
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def _requests(n: int) -> list[JudgeRequest]:

@@ -7,9 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
-
-from benchmarks.imgedit.aggregate import TYPE_ORDER, format_table, summarize_parity, summarize_strict
-from benchmarks.imgedit.parse import official_case_score, parse_official, parse_strict, rubric_labels
+from harness.benchmarks.imgedit.aggregate import TYPE_ORDER, format_table, summarize_parity, summarize_strict
+from harness.benchmarks.imgedit.parse import official_case_score, parse_official, parse_strict, rubric_labels
 
 LABELS = ("Prompt Compliance", "Visual Naturalness", "Physical & Detail Integrity")
 PLAIN = "Brief reasoning: ok.\nPrompt Compliance: 4\nVisual Naturalness: 3\nPhysical & Detail Integrity: 2"

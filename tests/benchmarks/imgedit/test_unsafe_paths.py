@@ -27,7 +27,7 @@ def files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def workspace(tmp_path: Path) -> tuple[Path, list[str]]:
     """Source images, a rubric file and the common options of a custom-case run; ``tmp_path/work`` is the cwd."""
-    from benchmarks.imgedit.data import demo_rubric, draw_demo_image
+    from harness.benchmarks.imgedit.data import demo_rubric, draw_demo_image
 
     src = tmp_path / "src"
     src.mkdir()
@@ -113,7 +113,7 @@ def test_a_source_id_that_leaves_the_root_is_refused(source, workspace, capsys, 
 
 
 def test_official_case_files_pass_the_validator(imgedit_data: Path) -> None:
-    from benchmarks.imgedit.data import load_json, parse_cases, parse_rubrics
+    from harness.benchmarks.imgedit.data import load_json, parse_cases, parse_rubrics
 
     rubrics = parse_rubrics(load_json(imgedit_data / "prompts.json", "prompts.json"), imgedit_data / "prompts.json")
     for name, renamed in (("basic_edit.json", {}), ("basic_edit.pre-2025-06-16.json", {"alter": "adjust"})):

@@ -7,8 +7,8 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from benchmarks.geneval.rules import TAGS
-from benchmarks.geneval.summary import summarize
+from harness.benchmarks.geneval.rules import TAGS
+from harness.benchmarks.geneval.summary import summarize
 
 OFFICIAL_PROMPTS = {"single_object": 80, "two_object": 99, "counting": 80, "colors": 94, "position": 100,
                     "color_attr": 100}

@@ -1,7 +1,4 @@
-"""Shared pieces of every benchmark's stages: outcomes, run manifests, run-folder ownership, record-file tokens.
-
-Benchmarks (GenEval, ImgEdit, plugins) plan work units, run them through :func:`harness.runner.run_stage`
-and report an :class:`Outcome`; these helpers keep that contract identical across them.
+"""A run folder's ownership, lock and manifest, and the paths and ids that come from files a user can edit.
 
 A run folder has one owner: :func:`own_run_folder` refuses a folder the harness did not make and holds an
 advisory lock (``fcntl.flock`` on ``.harness-lock``) for the life of a run, score or merge command. A plain
@@ -15,56 +12,28 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from harness import __version__
-from harness.core.paths import folder_arg, inside, safe_name, safe_relpath
-from harness.distributed import Shard, launch_identity
-from harness.errors import HarnessError
-from harness.units import atomic_write_text, content_hash
+from harness.core.errors import HarnessError
+from harness.core.fsio import LOCK_FILE, atomic_write_text, is_lock_file, listing
+from harness.core.hashing import content_hash
+from harness.core.jsonio import dumps, load_json
+from harness.core.paths import folder_arg, inside, safe_relpath
+from harness.core.version import __version__
+from harness.engine.distributed import Shard, launch_identity
 
 if TYPE_CHECKING:
     from harness.store import Store
-
-Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
-SINGLE = Shard()
-
-
-@contextmanager
-def no_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress factory that shows nothing (library use and tests)."""
-    yield lambda n: None
-
-
-@dataclass
-class Outcome:
-    """What a run, score or merge produced: where, its run id, and the summary (empty for a shard)."""
-
-    out: Path
-    run_id: str
-    summary: dict[str, Any]
-    generated: int = 0
-    partial: bool = False
-    repaired: list[str] = field(default_factory=list)
-
-
-class IncompleteRun(HarnessError):
-    """Units of a run are not recorded yet; ``names`` lists each of them."""
-
-    def __init__(self, message: str, names: list[str]):
-        super().__init__(message)
-        self.names = names
 
 
 def open_manifest(out: Path, run_id: str, config: dict[str, Any], provenance: dict[str, Any]) -> None:
     """Create ``run.json`` or check that the folder holds this same run (then it resumes)."""
     path = out / "run.json"
     if path.is_file():
-        manifest = read_json(path, "it is written by `harness run`; move the folder away and rerun")
+        manifest = load_json(path, "it is written by `harness run`; move the folder away and rerun")
         if manifest.get("run_id") != run_id:
             old = manifest.get("config", {})
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
@@ -75,27 +44,12 @@ def open_manifest(out: Path, run_id: str, config: dict[str, Any], provenance: di
         return
     manifest = {"run_id": run_id, "config": config, "provenance": provenance, "created": time.time(),
                 "environment": environment()}
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path, fix: str) -> Any:
-    """A JSON file the harness wrote, or a one-line error naming it and ``fix``."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: unreadable ({' '.join(str(exc).split())}); {fix}") from exc
+    atomic_write_text(path, dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 # -- run-folder ownership ----------------------------------------------------------------------------
-#: the lock file at the top of a run folder; ``--shard`` jobs add ``.harness-lock-shard-I-of-N``
-LOCK_FILE = ".harness-lock"
 #: what a scoring writes at the top of its folder: never overwritten unless a manifest of ours accounts for it
 SCORING_OUTPUTS = ("summary.json", "results.jsonl", "result.json", "records")
-
-
-def is_lock_file(name: str) -> bool:
-    """One of the lock files :func:`own_run_folder` leaves in a folder (never an input to score)."""
-    return name == LOCK_FILE or name.startswith(LOCK_FILE + "-")
 
 
 def _ours(path: Path, keys: tuple[str, ...]) -> bool:
@@ -239,8 +193,9 @@ def scoring_images_dir(out: Path, manifest_path: Path, manifest: dict[str, Any],
     """The image folder a scoring manifest names (a file a user can edit), checked before anything is read.
 
     ``images_dir`` is relative to ``out``; ``images`` are the relative names the manifest lists. Each name
-    must be a safe relative path; a folder outside ``out`` is accepted only when it holds every listed image
-    (it is the folder that was scored), else a one-line error.
+    must be a safe relative path; a folder outside ``out`` is accepted only when it is a folder that holds
+    listed images (the folder that was scored; a benchmark may list a case whose image is missing), else a
+    one-line error.
     """
     where = str(manifest_path)
     rel = manifest.get("images_dir")
@@ -252,16 +207,11 @@ def scoring_images_dir(out: Path, manifest_path: Path, manifest: dict[str, Any],
     if folder == base or base in folder.parents:
         return folder
     missing = [name for name in names if not inside(folder, name, what="image").is_file()]
-    if not folder.is_dir() or missing:
+    if not folder.is_dir() or len(missing) == len(names):
         raise HarnessError(f"{where}: images_dir {rel!r} resolves to {folder}, outside {out}, and does not hold the "
                            f"images this scoring lists ({listing(missing, 3) or 'no such folder'}); refusing to read "
                            "there: restore the images or score again")
     return folder
-
-
-def checked_case_keys(keys: list[Any], where: str) -> list[str]:
-    """Case keys that become file names (``<key>.png``), each through :func:`safe_name`."""
-    return [safe_name(key, what="case key", where=where) for key in keys]
 
 
 # -- store rows of scoring jobs --------------------------------------------------------------------------
@@ -311,9 +261,3 @@ def shard_token(shard: Shard) -> str | None:
     import uuid
 
     return f"r{shard.index}of{shard.count}-{os.getpid()}-{uuid.uuid4().hex[:6]}" if shard.count > 1 else None
-
-
-def listing(names: list[str], most: int = 10) -> str:
-    """The first ``most`` names, then how many more: for error messages that name missing units."""
-    shown = ", ".join(names[:most])
-    return shown + (f", ... and {len(names) - most} more" if len(names) > most else "")

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class Shard:
 
     def describe(self) -> str:
         return f"shard {self.index}/{self.count}" if self.count > 1 else "single process"
+
+
+SINGLE = Shard()
 
 
 def launch_identity() -> str | None:

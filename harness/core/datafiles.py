@@ -6,7 +6,6 @@ same sha256. The cache lives in ``$HARNESS_CACHE`` (default ``~/.cache/dreamlite
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,7 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,6 @@ class DataFile:
 def cache_dir() -> Path:
     """Where downloaded data and built tiny models are cached."""
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "dreamlite-harness"))
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def digest_matches(actual: str, expected: str) -> bool:

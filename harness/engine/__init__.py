@@ -1,0 +1,1 @@
+"""The engine: the run lifecycle every benchmark shares (``evaluate``, ``score``, ``merge``)."""
