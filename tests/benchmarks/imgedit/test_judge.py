@@ -216,3 +216,30 @@ def test_debug_logging_never_shows_the_key(peer: ModuleType, api_key: str, tmp_p
         results = _judge(srv.url, tmp_path).judge_many(_requests(2))
     assert all(r.ok for r in results)
     assert api_key not in caplog.text
+
+
+#: cache keys and judge fingerprints computed by the judge before it moved to harness.scorers: a judge cache
+#: written then must still answer, and scoring hashes must stay what they were
+PINNED_FIELDS = {"rubric_sha": "ab" * 32, "case": "1004", "instruction": "Add a red hat to the dog.",
+                 "source_sha": "cd" * 32, "edited_sha": "ef" * 32}
+PINNED = [
+    ({"base_url": "http://127.0.0.1:8000/v1"}, "9ecf114c34ab94a6828804589b884219", "d3a0659e840d"),
+    ({"base_url": "https://api.openai.com/v1", "model": "gpt-4o", "temperature": None, "seed": None, "max_tokens": 512},
+     "3ce7441b563c4e7ac1c477042d9cb935", "8615e0e58030"),
+    ({"base_url": "http://u:pw@10.0.0.1:8000/v1/"}, "1863e819309fcdc3e5e741c73bc0e969", "d3a0659e840d"),
+]
+
+
+@pytest.mark.parametrize(("options", "key", "scorer_hash"), PINNED)
+def test_cache_key_and_fingerprint_are_what_they_were(options: dict, key: str, scorer_hash: str,
+                                                      tmp_path: Path) -> None:
+    from harness.units import content_hash
+
+    judge = OpenAIJudge(cache=tmp_path / "c.sqlite", **options)
+    assert judge.cache_key(**PINNED_FIELDS) == key
+    fingerprint = judge.fingerprint()
+    assert fingerprint == {"judge": "openai", "model": options.get("model", "gpt-4.1-2025-04-14"),
+                           "temperature": options.get("temperature", 0.0), "seed": options.get("seed", 42),
+                           "max_tokens": options.get("max_tokens"),
+                           "message": "imgedit-basic-v1: user[text, original, edited] png data urls"}
+    assert content_hash(fingerprint, 12) == scorer_hash
