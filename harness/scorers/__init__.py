@@ -1,0 +1,1 @@
+"""Scorers shared by several benchmarks: CLIP models, OpenAI-compatible VLM judges."""
