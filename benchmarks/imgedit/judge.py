@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.scorers.openai_judge import DEFAULT_MODEL, JudgeRequest
 
-__all__ = ["DEFAULT_MODEL", "PROTOCOL", "cache_fields", "default_cache", "judge_request", "rubric_text"]
+__all__ = ["DEFAULT_MODEL", "PROTOCOL", "cache_fields", "judge_request", "rubric_text"]
 
 #: the judge's ``protocol``: ImgEdit's message layout (part of every cache key; changing it re-asks everything)
 PROTOCOL = "imgedit-basic-v1: user[text, original, edited] png data urls"
@@ -35,9 +35,3 @@ def cache_fields(*, rubric_sha: str, case: str, instruction: str, source_sha: st
     """What an ImgEdit answer depends on besides the judge (pass to ``OpenAIJudge.cache_key``)."""
     return {"rubric_sha": rubric_sha, "case": case, "instruction": instruction, "images": [source_sha, edited_sha]}
 
-
-def default_cache() -> Path:
-    """ImgEdit's judge cache unless ``--judge-cache``: ``$HARNESS_CACHE/imgedit/judge-cache.sqlite``."""
-    from harness.core.datafiles import cache_dir
-
-    return cache_dir() / "imgedit" / "judge-cache.sqlite"

@@ -242,11 +242,12 @@ class OpenAIJudge(Scorer):
 
     @property
     def cache_path(self) -> Path:
-        """The SQLite answer cache (default ``$HARNESS_CACHE/judges/openai-judge-cache.sqlite``)."""
+        """The SQLite answer cache: the ``cache`` option, else ``$HARNESS_CACHE/imgedit/judge-cache.sqlite``
+        (where ImgEdit's answers always were; keys hold the protocol, so benchmarks can share it)."""
         if self._cache is None:
             from harness.core.datafiles import cache_dir
 
-            self._cache = cache_dir() / "judges" / "openai-judge-cache.sqlite"
+            self._cache = cache_dir() / "imgedit" / "judge-cache.sqlite"
         return self._cache
 
     # -- identity ---------------------------------------------------------------------------------------

@@ -66,3 +66,9 @@ def test_cache_key_and_fingerprint_are_what_they_were(options: dict, key: str, s
                            "max_tokens": options.get("max_tokens"),
                            "message": "imgedit-basic-v1: user[text, original, edited] png data urls"}
     assert content_hash(fingerprint, 12) == judge.scorer_hash() == scorer_hash
+
+
+def test_answers_are_cached_where_they_always_were(harness_cache: Path, tmp_path: Path) -> None:
+    """Without ``--judge-cache``: ``$HARNESS_CACHE/imgedit/judge-cache.sqlite`` (docs/imgedit.md, "Judge cache")."""
+    assert OpenAIJudge(protocol=PROTOCOL).cache_path == harness_cache / "imgedit" / "judge-cache.sqlite"
+    assert OpenAIJudge(protocol=PROTOCOL, cache=tmp_path / "j.db").cache_path == tmp_path / "j.db"
