@@ -1,6 +1,6 @@
 """Attempt records (spec §4.6): flat JSON lines, appended with fsync, one per attempt; resume index.
 
-Records are written through :class:`harness.units.RecordLog` (``<out>/records/attempts-<token>.jsonl``),
+Records are written through :class:`harness.core.fsio.RecordLog` (``<out>/records/attempts-<token>.jsonl``),
 keyed ``<job_id>#<attempt>``. A line cut short by a crash is ignored when reading.
 """
 

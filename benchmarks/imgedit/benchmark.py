@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
 from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
@@ -34,9 +35,6 @@ from harness.core.options import (
 )
 from harness.core.paths import inside, safe_name
 
-#: how the judge request is laid out (part of the judge's fingerprint and of every answer's cache key)
-PROTOCOL = "imgedit-basic-v1: user[text, original, edited] png data urls"
-DEFAULT_MODEL = "gpt-4.1-2025-04-14"  # the leaderboard's GPT-4.1, as a dated snapshot
 PRICE = Check("IN,OUT in USD per 1M tokens, e.g. 2,8",
               lambda v: v is None or bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*", v)))
 
@@ -175,7 +173,8 @@ class ImgEdit(Benchmark):
     def plan_from_run(self, out: Path, manifest: dict[str, Any]) -> Plan:
         """The run's cases from its ``cases.json``/``rubrics.json`` and recorded source root (``--types``/
         ``--limit`` select among them)."""
-        from harness.benchmarks.imgedit.data import load_json, parse_rubrics
+        from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
+from harness.benchmarks.imgedit.data import load_json, parse_rubrics
 
         config = manifest["config"]
         rubrics = parse_rubrics(load_json(out / "rubrics.json", "rubrics.json"), out / "rubrics.json")
@@ -361,8 +360,9 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[s
                     wrong.append(f"{image.name} {im.size[0]}x{im.size[1]} vs source {src.size[0]}x{src.size[1]}")
         except OSError as exc:
             raise HarnessError(f"{image}: not a readable image ({exc}); regenerate it") from exc
-        key = judge.cache_key({"rubric_sha": rubric_sha(case_set.rubrics[case.edit_type]), "case": case.key,
-                               "instruction": case.prompt, "images": [shas[case.source], sample.sha256]})
+        key = judge.cache_key(cache_fields(rubric_sha=rubric_sha(case_set.rubrics[case.edit_type]), case=case.key,
+                                           instruction=case.prompt, source_sha=shas[case.source],
+                                           edited_sha=sample.sha256))
         units.append(ScoreUnit(case, image, source, sample.sha256, shas[case.source], key))
     if absent and missing == "error":
         raise HarnessError(f"{images_dir}: {len(absent)} of {len(cases)} case image(s) missing "
@@ -377,12 +377,10 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[s
 
 def _judge_batch(judge: Any, case_set: CaseSet, labels: dict[str, list[str]]) -> Callable[..., list[dict[str, Any]]]:
     """The judge stage's batch function: requests for the units with an image, records for all."""
-    from harness.scorers.openai_judge import JudgeRequest
-
     def process(batch: list[ScoreUnit], tick: Callable[[int], None]) -> list[dict[str, Any]]:
         present = [u for u in batch if u.image is not None]
-        requests = [JudgeRequest(u.key, [case_set.rubrics[u.case.edit_type].replace("<edit_prompt>", u.case.prompt),
-                                          u.source, u.image]) for u in present]
+        requests = [judge_request(u.key, case_set.rubrics[u.case.edit_type], u.case.prompt, u.source, u.image)
+                    for u in present]
         results = dict(zip([u.key for u in present], judge.judge_many(requests, on_result=lambda r: tick(1)),
                            strict=True))
         tick(len(batch) - len(present))

@@ -21,14 +21,14 @@ from harness.core.hashing import content_hash
 
 
 class ClipMetrics:
-    """open_clip model (loaded through GenEval's CLIP loader) computing the three cosines in batches."""
+    """An open_clip model (see :mod:`harness.scorers.clip`) computing the three cosines in batches."""
 
     def __init__(self, spec: str, device: str = "auto"):
-        from harness.benchmarks.geneval.colors import ColorClassifier
+        from harness.core.torchenv import resolve_device
+        from harness.scorers.clip import load_clip
 
-        clf = ColorClassifier(spec, device=device)
-        self.spec, self.model, self.preprocess = spec, clf.model, clf.preprocess
-        self.tokenizer, self.device = clf.tokenizer, clf.device
+        self.spec, self.device = spec, resolve_device(device)
+        self.model, self.preprocess, self.tokenizer, _, _ = load_clip(spec, self.device, flag="--clip-metrics")
 
     def scorer_hash(self) -> str:
         return content_hash({"clip_metrics": self.spec, "version": 1}, 12)

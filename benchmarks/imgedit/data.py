@@ -333,7 +333,7 @@ def draw_demo_image(edit_type: str, index: int) -> Any:
 
 def demo_case_set() -> CaseSet:
     """The built-in demo: 2 cases per type, drawn once into the cache (PNG, deterministic)."""
-    from harness.units import atomic_write_bytes
+    from harness.core.fsio import atomic_write_bytes
 
     root = cache_dir() / "imgedit" / f"demo-v{DEMO_VERSION}"
     cases, n = [], 0

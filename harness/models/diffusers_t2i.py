@@ -8,7 +8,7 @@ pipeline once for the whole batch, with one CPU ``torch.Generator`` per image, s
 own prompt and seed.
 
 Presets (``sd15``, ``sdxl``, ``sana``, ``flux-dev``) are subclasses that only change the default weights and
-sampler settings; the settings are part of :meth:`~harness.models.base.ImageModel.fingerprint`, so two presets
+sampler settings; the settings are part of :meth:`~harness.api.model.ImageModel.fingerprint`, so two presets
 never share a model hash.
 
 Importing this module does not import torch or diffusers; :meth:`DiffusersText2Image.load` does.

@@ -6,8 +6,10 @@ uploads) and answers 400/401/404 with OpenAI-shaped error bodies otherwise. The 
 computed from the request (the rubric's three labels, scores derived from the image bytes), so it is
 deterministic. Configurable per-request latency and injected faults: 429 with Retry-After, 500, a
 timeout (the server holds the request), a dropped connection (closed without an answer), truncated JSON,
-odd answer formats, wrong score counts, out-of-range scores, content-filter refusals. A query string on
-the path is ignored, and ``basic_auth`` accepts a base URL's ``user:password@`` in place of the key.
+odd answer formats, wrong score counts, out-of-range scores, content-filter refusals. ``GET /v1/models`` and
+``/v1/models/{id}`` list the chat and image model names (``serve_models=False``: 404, as on endpoints without
+them; ``serve_model_ids=False``: the list only, as vLLM). A query string on the path is ignored, and
+``basic_auth`` accepts a base URL's ``user:password@`` in place of the key.
 
 Use in tests: ``with serve(latency=0.3, fault=every_nth(10, "429")) as srv: ... srv.url ...``.
 Standalone: ``python tests/peers/openai_server.py --latency 0.3`` prints its base URL.
@@ -78,6 +80,8 @@ class ServerState:
     statuses: Counter = field(default_factory=Counter)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     keep_bodies: bool = False
+    serve_models: bool = True  # GET /v1/models and /v1/models/{id}; off: 404 like an endpoint without them
+    serve_model_ids: bool = True  # GET /v1/models/{id}; off: only the list, as vLLM
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -130,6 +134,10 @@ def _odd(answer: str, kind: str) -> str:
     return answer
 
 
+def _model_entry(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 1700000000, "owned_by": "loopback"}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Any
@@ -151,14 +159,34 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def do_GET(self) -> None:
-        """``GET /stats``: the counters, for a peer running in another process."""
+        """``GET /v1/models`` and ``/v1/models/{id}`` (unless ``serve_models`` is off: 404 as for any unknown
+        route); ``GET /stats``: the counters, for a peer running in another process."""
         st: ServerState = self.server.state
-        if self.path != "/stats":
-            return self._send(404, b"{}")
+        path = self.path.split("?", 1)[0]
+        if path == "/stats":
+            with st.lock:
+                stats = {"requests": dict(st.requests), "faults": dict(st.faults), "statuses": dict(st.statuses),
+                         "max_in_flight": st.max_in_flight}
+            return self._send(200, json.dumps(stats).encode())
         with st.lock:
-            stats = {"requests": dict(st.requests), "faults": dict(st.faults), "statuses": dict(st.statuses),
-                     "max_in_flight": st.max_in_flight}
-        self._send(200, json.dumps(stats).encode())
+            st.requests["GET " + path] += 1
+        try:
+            if not self._authorized(st):
+                raise ApiError(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            by_id = path.startswith("/v1/models/") and st.serve_model_ids
+            if not st.serve_models or not (path == "/v1/models" or by_id):
+                raise ApiError(404, f"Invalid URL (GET {self.path})")
+            served = sorted({*CHAT_MODELS, *IMAGE_MODELS})
+            if path == "/v1/models":
+                payload: dict[str, Any] = {"object": "list", "data": [_model_entry(m) for m in served]}
+            else:
+                model = path[len("/v1/models/"):]
+                if model not in served:
+                    raise ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
+                payload = _model_entry(model)
+            self._send(200, json.dumps(payload).encode())
+        except ApiError as exc:
+            self._send(exc.status, json.dumps(exc.body).encode())
 
     def do_POST(self) -> None:
         st: ServerState = self.server.state
@@ -380,11 +408,12 @@ def main() -> None:
     p.add_argument("--hold", type=float, default=5.0, help="seconds a 'timeout' fault holds the request")
     p.add_argument("--retry-after", default="0")
     p.add_argument("--answers", choices=["default", "mixed"], default="default")
+    p.add_argument("--no-models", action="store_true", help="serve no GET /v1/models routes (404)")
     args = p.parse_args()
     kinds = tuple(args.fault_kinds.split(","))
     fault = random_faults(args.fault_rate, kinds, args.fault_seed) if args.fault_rate else None
     server = LoopbackServer(ServerState(api_key=args.api_key, latency=args.latency, fault=fault, hold=args.hold,
-                                        retry_after=args.retry_after,
+                                        retry_after=args.retry_after, serve_models=not args.no_models,
                                         answer=mixed_answer if args.answers == "mixed" else None))
     print(server.url, flush=True)
     server.serve_forever()

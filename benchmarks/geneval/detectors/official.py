@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.benchmarks.geneval.detectors.base import Detector, Instances, preprocess, topk_instances
 from harness.benchmarks.geneval.rules import ClassDetections
 
+from harness.core import checkpoints
+from harness.core.checkpoints import CheckpointError
 from harness.core.datafiles import DataFile, sha256_file
 from harness.core.errors import HarnessError
 
@@ -55,10 +55,6 @@ HF_ONLY_KEYS = (
     "model.pixel_level_module.encoder.swin.layernorm.bias",
     "criterion.empty_weight",
 )
-
-
-class CheckpointError(HarnessError):
-    """A checkpoint that is not the mmdet 2.x Mask2Former instance model this loader reads."""
 
 
 @dataclass(frozen=True)
@@ -401,66 +397,12 @@ def build_model(arch: Arch, attention: str = "sdpa", seed: int | None = None) ->
     return Mask2FormerForUniversalSegmentation(mask2former_config(arch, attention)).eval()
 
 
-_NUMPY_SAFE = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype",
-               "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray")
-
-
-def _numpy_safe_globals() -> list[Any]:
-    import importlib
-
-    found = []
-    for dotted in _NUMPY_SAFE:
-        module, _, attr = dotted.rpartition(".")
-        with contextlib.suppress(ImportError, AttributeError):
-            found.append(getattr(importlib.import_module(module), attr))
-    with contextlib.suppress(ImportError):
-        import numpy as np
-
-        found += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    return found
-
-
 def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False, *,
                     fix: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(state_dict, meta)`` of an mmdet/torch checkpoint file, CPU tensors.
-
-    Loaded with ``weights_only=True`` (plus numpy scalars/dtypes/arrays, which mmdet's ``meta`` holds), so
-    opening a file runs no code from it; ``trust_pickle=True`` lifts that for a file you trust. ``fix`` is
-    the advice given for a file that needs code or is corrupt (default: the official detector's).
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file (--detector-args weights=PATH)")
-    try:
-        if trust_pickle:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = [ln.strip() for ln in str(exc).split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
-        reason = (detail or [type(exc).__name__])[0].split(". ")[0][:160]
-        if "global" in reason.lower():
-            raise CheckpointError(f"{path}: the file needs code beyond tensors to unpickle ({reason}); "
-                                  + (fix or "if you trust it, pass --detector-args trust_pickle=true")) from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); "
-                              + (fix or f"download it again ({OFFICIAL_URL})")) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); "
-                              + (fix or f"download it again ({OFFICIAL_URL})")) from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: not a checkpoint dictionary (got {type(ckpt).__name__})")
-    state = ckpt.get("state_dict", ckpt)
-    meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path}: no state_dict in the checkpoint")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: state_dict entries that are not tensors: {_examples(sorted(bad))}")
-    return state, meta
+    """:func:`harness.core.checkpoints.read_checkpoint` with the official detector's advice."""
+    return checkpoints.read_checkpoint(path, trust_pickle, fix=fix, missing=" (--detector-args weights=PATH)",
+                                       untrusted="if you trust it, pass --detector-args trust_pickle=true",
+                                       corrupt=f"download it again ({OFFICIAL_URL})")
 
 
 def layout_error(layout: str, where: str) -> CheckpointError:

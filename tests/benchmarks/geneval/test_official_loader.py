@@ -360,7 +360,8 @@ def test_digest_prefix_pins(tmp_path):
 
 
 def test_importing_the_backends_does_not_import_torch():
-    code = ("import sys; import harness.benchmarks.geneval.detectors.official, harness.benchmarks.geneval.detectors.mmdet_backend; "
+    code = ("import sys; import harness.benchmarks.geneval.detectors.official, "
+            "harness.benchmarks.geneval.detectors.mmdet_backend; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from harness.registry import registry; names = registry('detectors').names(); "
             "assert 'mask2former-official' in names and 'mmdet' in names, names")

@@ -24,7 +24,7 @@ class Prompt:
 class Config:
     samples: int = opt(2, check=POSITIVE_INT, help="images per prompt")
     seed: int = opt(0, check=INTEGER, help="image k of a prompt uses seed SEED+k")
-    tolerance: float = opt(0.25, check=NON_NEGATIVE_NUMBER, stage="score", help="largest |brightness - target| that passes")
+    tolerance: float = opt(0.25, check=NON_NEGATIVE_NUMBER, stage="score", help="largest |value - target| passing")
 
 
 class Brightness(Benchmark):
