@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
 from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
+from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
 from harness.api.reporting import Paired, PublishedTable, RunData, Section
@@ -173,8 +173,7 @@ class ImgEdit(Benchmark):
     def plan_from_run(self, out: Path, manifest: dict[str, Any]) -> Plan:
         """The run's cases from its ``cases.json``/``rubrics.json`` and recorded source root (``--types``/
         ``--limit`` select among them)."""
-        from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
-from harness.benchmarks.imgedit.data import load_json, parse_rubrics
+        from harness.benchmarks.imgedit.data import load_json, parse_rubrics
 
         config = manifest["config"]
         rubrics = parse_rubrics(load_json(out / "rubrics.json", "rubrics.json"), out / "rubrics.json")
