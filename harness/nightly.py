@@ -105,13 +105,36 @@ def find_last_good(store_path: str | None, benchmark: str, exclude: str, current
     return None
 
 
+#: flags of `harness run`/`score` that are not a benchmark's settings, accepted in ``args``/``anchor_args``
+COMMON_FLAGS = {"--out": "out", "--threads": "threads", "--max-pixels": "max_pixels"}
+
+
+def apply_common(values: dict[str, Any]) -> str | None:
+    """Apply (and remove) the common flags' values; returns ``--out`` if given."""
+    from harness.core.images import set_max_pixels
+    from harness.core.options import POSITIVE_INT
+
+    for name in ("threads", "max_pixels"):
+        if name in values:
+            value = POSITIVE_INT.parse(values.pop(name))
+            if not POSITIVE_INT(value):
+                raise HarnessError(f"--{name.replace('_', '-')} {value!r}: expected {POSITIVE_INT.expected}")
+            if name == "threads":
+                import torch
+
+                torch.set_num_threads(value)
+            else:
+                set_max_pixels(value)
+    return values.pop("out", None)
+
+
 def bench_values(bench: dict[str, Any], argv: list[str], where: str, stage: str) -> dict[str, Any]:
     """A benchmark's settings from its ``config`` table plus flags given as ``args``/``anchor_args``."""
     from harness.core.options import config_fields, flags_to_values
     from harness.engine.lifecycle import benchmark_class
 
     fields = [f for f in config_fields(benchmark_class(bench["name"]).Config) if stage == "run" or f.stage == "score"]
-    return {**bench.get("config", {}), **flags_to_values(fields, argv, where)}
+    return {**bench.get("config", {}), **flags_to_values(fields, argv, where, COMMON_FLAGS)}
 
 
 def judge_drift(bench: dict[str, Any], report_dir: Path, path: Path, threshold: float | None) -> list[str]:
@@ -129,6 +152,7 @@ def judge_drift(bench: dict[str, Any], report_dir: Path, path: Path, threshold: 
     out = report_dir / f"anchor-{bench['name']}"
     shutil.rmtree(out, ignore_errors=True)
     values = bench_values(bench, bench.get("anchor_args", []), f"{path}: {bench['name']}.anchor_args", "score")
+    apply_common(values)
     scorer = load_benchmark(bench["name"], values)
     fresh = {k: v for k, v in scorer.fresh_scoring(out).items() if k not in values}
     if fresh:  # every answer new: that is the point
@@ -158,7 +182,7 @@ def run_nightly(config_path: str | Path) -> tuple[str, bool]:
     for bench in config["benchmark"]:
         threshold = bench.get("threshold", config.get("threshold"))
         values = bench_values(bench, bench.get("args", []), f"{path}: {bench['name']}.args", "run")
-        out = values.pop("out", None)
+        out = apply_common(values)
         outcome = evaluate(load_benchmark(bench["name"], values), model["name"], model_args=model_args, out=out,
                            store=store_path)
         drift = judge_drift(bench, report_dir, path, threshold) if bench.get("anchor") else []

@@ -272,24 +272,28 @@ def build_config(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
     return cls(**checked)
 
 
-def flags_to_values(fields: list[Field], argv: list[str], where: str) -> dict[str, Any]:
+def flags_to_values(fields: list[Field], argv: list[str], where: str,
+                    common: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Command-line flags given as a list (``["--tags", "counting", "--parity"]``) → config values by field name.
 
     The same flags ``harness run``/``score`` take for the benchmark, without a command line to parse them (a
-    nightly config). ``--out DIR`` is accepted as ``out``. Unknown flags are one line naming ``where``.
+    nightly config); ``common`` maps further flags that take a value to names (``{"--out": "out"}``). Unknown
+    flags are one line naming ``where``.
     """
     by_flag = {f.flag: f for f in fields}
+    common = dict(common or {})
     values: dict[str, Any] = {}
     i = 0
     while i < len(argv):
         flag, eq, inline = argv[i].partition("=")
         spec = by_flag.get(flag)
-        if flag == "--out":
-            name, switch = "out", False
+        if flag in common:
+            name, switch = common[flag], False
         elif spec is None:
             close = difflib.get_close_matches(flag, list(by_flag), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise HarnessError(f"{where}: unknown flag {argv[i]!r}{hint}; known: {', '.join(sorted(by_flag))}")
+            raise HarnessError(f"{where}: unknown flag {argv[i]!r}{hint}; known: "
+                               f"{', '.join(sorted([*by_flag, *common]))}")
         else:
             name, switch = spec.name, spec.switch
         if switch:

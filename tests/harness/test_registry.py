@@ -33,9 +33,16 @@ def make_distribution(root: Path, name: str, version: str, entry_points: dict[st
 
 
 PLUGIN_SOURCE = '''
-class EchoModel:
+from harness.api import ImageModel
+
+
+class EchoModel(ImageModel):
     name = "echo"
     capabilities = frozenset({"generate"})
+
+
+class NotAModel:
+    name = "impostor"
 '''
 
 
@@ -44,7 +51,8 @@ def plugin_site(tmp_path, monkeypatch):
     site = make_distribution(
         tmp_path / "site", "harness-echo-plugin", "1.2.3",
         {"harness.models": {"echo": "echo_plugin:EchoModel", "tiny": "echo_plugin:EchoModel",
-                            "broken": "missing_module_xyz:Thing", "malformed": "not a target"},
+                            "broken": "missing_module_xyz:Thing", "malformed": "not a target",
+                            "impostor": "echo_plugin:NotAModel"},
          "harness.judges": {"echo-judge": "echo_plugin:EchoModel"}},
         {"echo_plugin": PLUGIN_SOURCE},
     )
@@ -79,6 +87,23 @@ def test_broken_plugin_fails_alone(plugin_site):
     with pytest.raises(PluginLoadError, match=r"broken.*harness-echo-plugin 1\.2\.3.*missing_module_xyz"):
         models.load("broken")
     assert models.load("echo").name == "echo"  # the rest still works
+
+
+def test_entry_of_the_wrong_kind_is_refused_alone(plugin_site):
+    models = reg.registry("models")
+    with pytest.raises(PluginLoadError, match=r"impostor.*harness-echo-plugin 1\.2\.3.*not a harness\.api\.model\."
+                                              r"ImageModel subclass"):
+        models.load("impostor")
+    assert models.load("echo").name == "echo"
+
+
+def test_builtins_are_the_projects_own_entry_points():
+    from importlib import metadata
+
+    own = {ep.name for ep in metadata.entry_points(group="harness.benchmarks") if ep.dist.name == "dreamlite-harness"}
+    entries = {e.name: e for e in reg.registry("benchmarks").entries()}
+    assert own <= set(entries) and {"geneval", "imgedit", "device"} <= own
+    assert all(entries[name].builtin and entries[name].distribution == "dreamlite-harness" for name in own)
 
 
 def test_malformed_entry_point_is_skipped_with_warning(plugin_site, caplog):

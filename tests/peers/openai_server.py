@@ -374,8 +374,10 @@ class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, state: ServerState):
-        super().__init__(("127.0.0.1", 0), Handler)
+    allow_reuse_address = True
+
+    def __init__(self, state: ServerState, port: int = 0):
+        super().__init__(("127.0.0.1", port), Handler)
         self.state = state
 
     @property
@@ -384,9 +386,9 @@ class LoopbackServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(**config: Any) -> Iterator[LoopbackServer]:
-    """Start a server on 127.0.0.1 (port 0) in a thread; stop it on exit."""
-    server = LoopbackServer(ServerState(**config))
+def serve(port: int = 0, **config: Any) -> Iterator[LoopbackServer]:
+    """Start a server on 127.0.0.1 (``port``, default any free one) in a thread; stop it on exit."""
+    server = LoopbackServer(ServerState(**config), port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
