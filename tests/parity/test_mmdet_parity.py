@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 try:
-    from benchmarks.geneval.detectors.mmdet_backend import import_mmdet
+    from harness.benchmarks.geneval.detectors.mmdet_backend import import_mmdet
 
     import_mmdet()
 except HarnessError as exc:
@@ -32,10 +32,9 @@ except HarnessError as exc:
                 allow_module_level=True)
 
 import torch
+from harness.benchmarks.geneval.detectors import official as O
+from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former, build_mmdet_model
 from PIL import Image
-
-from benchmarks.geneval.detectors import official as O
-from benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former, build_mmdet_model
 
 SCORE_TOL = 1e-4
 IOU_MIN = 0.999
@@ -159,9 +158,9 @@ def choose_metadata(dets: dict, index: int, classes: tuple[str, ...]) -> dict:
 
 
 def test_geneval_verdicts_match_mmdet_on_a_fixed_folder(backends, tmp_path):
-    from benchmarks.geneval.classes import CLASS_NAMES
-    from benchmarks.geneval.colors import ColorClassifier
-    from benchmarks.geneval.score import GenEvalScorer, discover
+    from harness.benchmarks.geneval.classes import CLASS_NAMES
+    from harness.benchmarks.geneval.colors import ColorClassifier
+    from harness.benchmarks.geneval.score import GenEvalScorer, discover
 
     ours, ref = backends
     cached = CachedDetector(ours)

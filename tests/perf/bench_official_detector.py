@@ -59,8 +59,7 @@ def synthetic_image(size: int, seed: int):
 def colour_jobs(images):
     """Per image, its colour clauses: [(class name, [Detection, ...]), ...] — 1 clause, or 2 for odd images."""
     import numpy as np
-
-    from benchmarks.geneval.rules import Detection
+    from harness.benchmarks.geneval.rules import Detection
 
     jobs = []
     for i, image in enumerate(images):
@@ -81,8 +80,7 @@ def official_style_detect(model, image, device):
     import numpy as np
     import torch
     import torch.nn.functional as F
-
-    from benchmarks.geneval.detectors.base import preprocess
+    from harness.benchmarks.geneval.detectors.base import preprocess
 
     x, (h, w) = preprocess(image, device, torch.float32, resize="cv2")
     with torch.inference_mode():
@@ -123,7 +121,7 @@ class CropDataset:
     """clip-benchmark's per-call dataset: the crops of one clause through the CLIP eval transform."""
 
     def __init__(self, image, dets, transform):
-        from benchmarks.geneval.colors import color_crop
+        from harness.benchmarks.geneval.colors import color_crop
 
         self.items = [transform(color_crop(image, d)) for d in dets]
 
@@ -137,8 +135,7 @@ class CropDataset:
 def official_style_colours(clf, image, clauses):
     import torch
     import torch.nn.functional as F
-
-    from benchmarks.geneval.rules import COLORS
+    from harness.benchmarks.geneval.rules import COLORS
 
     out = []
     for classname, dets in clauses:
@@ -183,10 +180,10 @@ def main() -> int:
     opts = parser.parse_args()
 
     import torch
+    from harness.benchmarks.geneval.colors import ColorClassifier
+    from harness.benchmarks.geneval.detectors import official as O
 
-    from benchmarks.geneval.colors import ColorClassifier
-    from benchmarks.geneval.detectors import official as O
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     images = [synthetic_image(opts.size, seed=i) for i in range(opts.images)]
     jobs = colour_jobs(images)
@@ -205,7 +202,7 @@ def main() -> int:
         compiled = detector(compile=True) if opts.compile else None
         mmdet = None
         with contextlib.suppress(HarnessError):  # mmdet not installed here
-            from benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
+            from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
 
             mmdet = MMDetMask2Former(weights=str(path), sha256=None, device=opts.device)
     clf = ColorClassifier("ViT-L-14", device=opts.device)  # random weights: pretrained=None
@@ -272,8 +269,7 @@ def main() -> int:
 def calibrate_class_head(model, opts) -> tuple[float, int]:
     """Scale the random class head so that about ``opts.pairs`` (class, query) pairs per image have prob > 0.3."""
     import torch
-
-    from benchmarks.geneval.detectors.base import preprocess
+    from harness.benchmarks.geneval.detectors.base import preprocess
 
     x, _ = preprocess(synthetic_image(opts.size, seed=0), "cpu", torch.float32, resize="cv2")
     with torch.inference_mode():

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.rules import ClassDetections
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.rules import ClassDetections
 from harness.core.options import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, SIZE, Check, check_options, either, one_of
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     import torch

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.detectors.base import Detector, instance_postprocess, preprocess
-from benchmarks.geneval.rules import ClassDetections
-from harness.errors import HarnessError
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.detectors.base import Detector, instance_postprocess, preprocess
+from harness.benchmarks.geneval.rules import ClassDetections
+from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,7 +36,7 @@ class HFMask2Former(Detector):
     }
 
     def __init__(self, **options: Any):
-        from harness.models.base import resolve_device, resolve_dtype
+        from harness.core.torchenv import resolve_device, resolve_dtype
 
         self.options = self.check_options(options)
         self.device = resolve_device(self.options["device"])
@@ -106,7 +106,7 @@ class TinyMask2Former(HFMask2Former):
                                           "weights": None, "scale": "333x200"}
 
     def _weights(self) -> Path:
-        from harness.datafiles import cache_dir
+        from harness.core.datafiles import cache_dir
 
         folder = cache_dir() / "tiny" / f"mask2former-v{TINY_VERSION}-seed{self.options['seed']}"
         if not (folder / "config.json").is_file():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmarks.geneval.detectors.base import (
+from harness.benchmarks.geneval.detectors.base import (
     MMDET_MEAN,
     MMDET_STD,
     SCALE,
@@ -29,7 +29,7 @@ from benchmarks.geneval.detectors.base import (
     Instances,
     to_rgb_array,
 )
-from benchmarks.geneval.detectors.official import (
+from harness.benchmarks.geneval.detectors.official import (
     OFFICIAL_SHA256_PREFIX,
     SWIN_S,
     Arch,
@@ -42,8 +42,8 @@ from benchmarks.geneval.detectors.official import (
     resolve_checkpoint,
     results_label,
 )
-from benchmarks.geneval.rules import ClassDetections
-from harness.errors import HarnessError
+from harness.benchmarks.geneval.rules import ClassDetections
+from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -153,7 +153,7 @@ class MMDetMask2Former(Detector):
     def __init__(self, **options: Any):
         self.options = self.check_options(options)
         import_mmdet()
-        from harness.models.base import resolve_device
+        from harness.core.torchenv import resolve_device
 
         self.device = resolve_device(self.options["device"])
         path, self.sha256 = resolve_checkpoint(self.options["weights"], self.options["sha256"])
@@ -232,6 +232,6 @@ class MMDetMask2Former(Detector):
 
     def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Detections per image, ``{class name: ClassDetections}``, rows in score order."""
-        from benchmarks.geneval.classes import CLASS_NAMES
+        from harness.benchmarks.geneval.classes import CLASS_NAMES
 
         return [inst.to_detections(CLASS_NAMES) for inst in self.detect_raw(images, min_score)]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.colors import ColorClassifier, color_crop
+from harness.benchmarks.geneval.detectors.base import instance_postprocess, mask_boxes, preprocess, rescaled_size
+from harness.benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former, build_tiny_mask2former
+from harness.benchmarks.geneval.rules import COLORS, Detection
 from PIL import Image
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.colors import ColorClassifier, color_crop
-from benchmarks.geneval.detectors.base import instance_postprocess, mask_boxes, preprocess, rescaled_size
-from benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former, build_tiny_mask2former
-from benchmarks.geneval.rules import COLORS, Detection
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from harness.benchmarks.geneval.classes import CLASS_NAMES
+from harness.benchmarks.geneval.detectors import official as O
+from harness.benchmarks.geneval.detectors.base import topk_instances
 from PIL import Image
 
-from benchmarks.geneval.classes import CLASS_NAMES
-from benchmarks.geneval.detectors import official as O
-from benchmarks.geneval.detectors.base import topk_instances
-from harness.datafiles import DataFile, digest_matches, fetch, sha256_file
-from harness.errors import HarnessError
+from harness.core.datafiles import DataFile, digest_matches, fetch, sha256_file
+from harness.core.errors import HarnessError
 
 TINY = O.Arch(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7, feat_channels=32,
               out_channels=32, encoder_layers=2, encoder_ffn=64, decoder_layers=3, decoder_ffn=64, attention_heads=2,
@@ -64,7 +64,7 @@ def test_roundtrip_through_official_layout_gives_identical_detections(tiny_check
     assert det.fingerprint()["checkpoint_sha256"] == sha256_file(path)
     imgs = images()
     got = det.detect_raw(imgs)
-    from benchmarks.geneval.detectors.base import preprocess
+    from harness.benchmarks.geneval.detectors.base import preprocess
 
     for image, inst in zip(imgs, got, strict=True):
         x, resized = preprocess(image, "cpu", torch.float32, (333, 200), resize="cv2")
@@ -105,7 +105,7 @@ def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
 
 
 def test_mask_boxes_match_the_per_mask_definition():
-    from benchmarks.geneval.detectors.base import mask_boxes
+    from harness.benchmarks.geneval.detectors.base import mask_boxes
 
     masks = torch.rand(40, 37, 53, generator=torch.Generator().manual_seed(0)) > 0.997
     masks[3] = False
@@ -360,7 +360,7 @@ def test_digest_prefix_pins(tmp_path):
 
 
 def test_importing_the_backends_does_not_import_torch():
-    code = ("import sys; import benchmarks.geneval.detectors.official, benchmarks.geneval.detectors.mmdet_backend; "
+    code = ("import sys; import harness.benchmarks.geneval.detectors.official, harness.benchmarks.geneval.detectors.mmdet_backend; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from harness.registry import registry; names = registry('detectors').names(); "
             "assert 'mask2former-official' in names and 'mmdet' in names, names")
@@ -375,7 +375,7 @@ def test_mmdet_backend_without_mmdet_says_how_to_install():
         pass
     else:
         pytest.skip("mmdet is installed here; the parity env exercises the backend")
-    from benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
+    from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
 
     with pytest.raises(HarnessError, match=r"needs mmdet.*\.\[mmdet\]"):
         MMDetMask2Former(weights="x.pth", sha256=None, device="cpu")
