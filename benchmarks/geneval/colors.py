@@ -91,7 +91,7 @@ def check_clip_spec(spec: str, flag: str = "--clip") -> None:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if path.suffix.lower() in _NO_PICKLE or key in _CHECKED:
         return
-    from benchmarks.geneval.detectors.official import read_checkpoint
+    from harness.core.checkpoints import read_checkpoint
 
     try:
         read_checkpoint(path, fix="an open_clip checkpoint must be a plain tensor file (a state_dict saved with "
