@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.device.errors import ConfigError
-
 from harness.core.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, POSITIVE_NUMBER, Check
+from harness.device.errors import ConfigError
 
 PORT = Check("a TCP port (1-65535)", lambda v: POSITIVE_INT(v) and v <= 65535, int)
 
@@ -131,7 +130,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.device.orchestrator import SweepRunner
     from harness.device.results import format_summary, records_frame, summary_frame, to_store
     from harness.device.sweep import load_sweep
-
     from harness.store import Store
 
     sweep = load_sweep(args.file)
@@ -186,9 +184,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     import pandas as pd
-    from harness.device.results import format_summary, records_frame, steps_frame, summary_frame, to_store
 
     from harness.core.errors import HarnessError
+    from harness.device.results import format_summary, records_frame, steps_frame, summary_frame, to_store
     from harness.store import Store
 
     frames = []
@@ -221,10 +219,9 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from harness.core.options import parse_pairs
     from harness.device.profile import profile_model
     from harness.device.results import format_summary, records_frame, summary_frame, to_store
-
-    from harness.core.options import parse_pairs
     from harness.registry import registry
     from harness.store import Store
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness.core.fsio import atomic_write_bytes, atomic_write_text
+from harness.core.paths import inside, safe_name
 from harness.device import probes
 from harness.device.base import ShellDevice, sh_join
 from harness.device.errors import ConfigError, DeviceDisconnected, DeviceError, DeviceRebooted
@@ -33,9 +35,6 @@ from harness.device.record import (
 from harness.device.runners import get_runner
 from harness.device.runners.base import ParsedRun
 from harness.device.sweep import Job, Sweep, expand
-
-from harness.core.fsio import atomic_write_bytes, atomic_write_text
-from harness.core.paths import inside, safe_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

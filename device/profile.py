@@ -19,11 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.device.record import SCHEMA_VERSION, record_log, timing_fields
-from harness.device.runners.base import Iteration, ParsedRun
-
 from harness.core.errors import HarnessError
 from harness.core.hashing import content_hash
+from harness.device.record import SCHEMA_VERSION, record_log, timing_fields
+from harness.device.runners.base import Iteration, ParsedRun
 
 
 def _status_kb(field: str) -> int | None:

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.fsio import RecordLog
 from harness.device import probes
 from harness.device.runners.base import ParsedRun
-
-from harness.core.fsio import RecordLog
 
 SCHEMA_VERSION = 1
 STAGE = "attempts"

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.device.base import device_path_problem, q, sha256_file
-from harness.device.errors import ConfigError
-from harness.device.runners import RUNNERS, get_runner
-
 from harness.core.errors import HarnessError
 from harness.core.hashing import canonical_json
 from harness.core.paths import safe_name
+from harness.device.base import device_path_problem, q, sha256_file
+from harness.device.errors import ConfigError
+from harness.device.runners import RUNNERS, get_runner
 
 TOP_KEYS = {"name", "steps", "resolutions", "repeats", "iters_per_process", "warmup_iters", "order", "seed",
             "image_seed", "job_timeout_s", "max_attempts", "poll_s", "sample_hz", "meminfo", "variants",

@@ -14,11 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.reports.compare import Comparison
-from harness.reports.regression import reportable
-
 from harness.api.reporting import PublishedTable, RunData, esc, fmt, md, md_row
 from harness.core.paths import folder_arg
+from harness.reports.compare import Comparison
+from harness.reports.regression import reportable
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 18px}

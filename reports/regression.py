@@ -7,10 +7,9 @@ statistics are in :mod:`reports.compare` (docs/statistics.md).
 
 from __future__ import annotations
 
-from harness.reports.compare import Comparison, latency, paired_mean, stratified_paired, verdict
-
 from harness.api.reporting import Paired, Reportable, RunData
 from harness.core.errors import HarnessError
+from harness.reports.compare import Comparison, latency, paired_mean, stratified_paired, verdict
 
 
 def reportable(name: str) -> type[Reportable]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.reports.regression import reportable
-
 from harness.api.reporting import Reportable, RunData
 from harness.core.errors import HarnessError
 from harness.core.jsonio import load_json
+from harness.reports.regression import reportable
 
 __all__ = ["RunData", "load_run", "resolve_run"]
 

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
+from harness.api.reporting import Paired, PublishedTable, RunData, Section
 from harness.benchmarks.geneval.prompts import PromptItem, load_prompts, prompt_folder
 from harness.benchmarks.geneval.rules import TAGS
 from harness.benchmarks.geneval.score import GenEvalScorer
-
-from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
-from harness.api.reporting import Paired, PublishedTable, RunData, Section
 from harness.core.errors import HarnessError
 from harness.core.fsio import atomic_write_text
 from harness.core.hashing import content_hash
@@ -146,7 +145,6 @@ class GenEval(Benchmark):
     def score_plan(self, scorer: Any, items: Sequence[Any], samples: list[Sample], images_dir: Path) -> ScorePlan:
         from harness.benchmarks.geneval.score import Sample as Scored
         from harness.benchmarks.geneval.score import score_key
-
         from harness.registry import provenance_of
 
         metadata = {item.folder: item.metadata for item in items}

@@ -13,7 +13,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.geneval.rules import COLORS, Detection
-
 from harness.scorers.clip import load_clip
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from typing import Any
 
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.rules import TAGS, validate_metadata
-
 from harness.core.datafiles import DataFile, fetch, sha256_file
 from harness.core.errors import HarnessError
 from harness.core.hashing import canonical_json

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.api.scorer import Scorer
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.prompts import is_prompt_folder
 from harness.benchmarks.geneval.rules import (
@@ -26,8 +27,6 @@ from harness.benchmarks.geneval.rules import (
     filter_detections,
     validate_metadata,
 )
-
-from harness.api.scorer import Scorer
 from harness.core.errors import HarnessError
 from harness.core.fsio import atomic_write_text
 from harness.core.hashing import content_hash, sha256_file

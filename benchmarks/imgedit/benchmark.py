@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
-from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
-
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
 from harness.api.reporting import Paired, PublishedTable, RunData, Section
+from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
+from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
 from harness.core.errors import HarnessError
 from harness.core.fsio import atomic_write_text, is_lock_file, listing
 from harness.core.hashing import content_hash, sha256_file
@@ -242,7 +241,6 @@ class ImgEdit(Benchmark):
 
     def score_plan(self, scorer: Any, items: Sequence[Any], samples: list[Sample], images_dir: Path) -> ScorePlan:
         from harness.benchmarks.imgedit.parse import rubric_labels
-
         from harness.registry import provenance_of
 
         case_set, cases, c = self._case_set, list(items), self.config

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmarks.imgedit.aggregate import summarize_parity, summarize_strict
-
 from harness.core.fsio import atomic_write_text
 from harness.core.jsonio import dumps
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from harness.device.errors import AuthRequired, CommandTimeout, DeviceDisconnected, DeviceError
 from harness.device.transport import robust_tcp_transport_class
-
 from tests.device.conftest import FAKEBIN, make_device
 from tests.peers.fake_adbd import FakeAdbd
 

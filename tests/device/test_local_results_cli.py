@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+
 from harness.device.cli import main as device_main
 from harness.device.local import LocalDevice
 from harness.device.orchestrator import SweepRunner
 from harness.device.record import read_records
 from harness.device.results import iterations_frame, records_frame, steps_frame, summary_frame, to_store
 from harness.device.sweep import load_sweep
-
 from harness.store import Store
 from tests.device.conftest import write_sweep
 
@@ -90,9 +90,8 @@ def test_device_parser_plugs_into_the_harness_parser():
     """The wiring harness.cli will use: add_device_parser on its subparsers, dispatch on args.command."""
     import argparse
 
-    from harness.device.cli import add_device_parser
-
     from harness.cli import build_parser
+    from harness.device.cli import add_device_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

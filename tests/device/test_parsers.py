@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from harness.device import probes
 from harness.device.record import timing_fields
 from harness.device.runners import get_runner

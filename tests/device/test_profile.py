@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from harness.device.cli import main as device_main
 from harness.device.record import read_records
 from harness.device.results import records_frame, summary_frame
-
 from harness.store import Store
 
 pytestmark = pytest.mark.slow

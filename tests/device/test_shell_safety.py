@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from harness.device.base import sh_join
 from harness.device.cli import main as device_main
 from harness.device.errors import ConfigError
@@ -20,7 +21,6 @@ from harness.device.local import LocalDevice
 from harness.device.orchestrator import SweepRunner
 from harness.device.record import read_records
 from harness.device.sweep import expand, load_sweep
-
 from tests.device.conftest import FAKE_BENCH, FAKEBIN, make_device, make_sandbox, write_sweep
 from tests.peers.fake_adbd import FakeAdbd
 

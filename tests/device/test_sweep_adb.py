@@ -6,11 +6,11 @@ import dataclasses
 import sys
 
 import pytest
+
 from harness.device.errors import ConfigError
 from harness.device.orchestrator import SweepRunner
 from harness.device.record import read_records
 from harness.device.sweep import expand, load_sweep
-
 from tests.device.conftest import FAKE_BENCH, make_device, write_sweep
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ from __future__ import annotations
 import collections
 
 import pytest
+
 from harness.device.errors import ConfigError
 from harness.device.sweep import expand, load_sweep
-
 from tests.device.conftest import FAKE_BENCH, write_sweep
 
 

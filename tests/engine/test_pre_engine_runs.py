@@ -94,7 +94,7 @@ def test_old_and_new_runs_compare(made):
     from harness.reports.regression import compare_runs
     from harness.reports.runs import load_run
 
-    old, new, _ = made
+    _, new, _ = made
     for name in maker.COMMANDS:
         comparisons, _ = compare_runs(load_run(str(FIXTURES / "pre_engine" / name)), load_run(str(new / name)))
         assert comparisons and all(c.verdict == "same" for c in comparisons), name

@@ -107,7 +107,6 @@ def test_geneval_limit_below_one_is_refused_in_prompt_selection():
 def test_geneval_sample_over_the_budget_is_refused_from_its_header(tmp_path):
     """A 20000x20000 PNG of a few kB (400 Mpixel): refused before PIL decodes a pixel."""
     from harness.benchmarks.geneval.score import load_image
-
     from harness.core.images import set_max_pixels
 
     bomb = png(tmp_path / "0000.png", 20000, 20000)
@@ -133,9 +132,10 @@ def test_clip_metrics_refuse_an_image_over_the_budget(tmp_path):
 
 def test_report_shows_an_image_over_the_budget_as_a_placeholder(tmp_path):
     """The report links images for the browser to decode: one over the budget is not linked."""
+    from synthetic_runs import write_synthetic_run
+
     from harness.reports.html import build_report
     from harness.reports.runs import load_run
-    from synthetic_runs import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "r", rates={"single_object": 1.0}, seed=0, images_per_prompt=2,
                               prompts={"single_object": 1})
@@ -150,6 +150,7 @@ def test_report_shows_an_image_over_the_budget_as_a_placeholder(tmp_path):
 # -- CLIP checkpoints -------------------------------------------------------------------------------------
 def test_clip_checkpoint_with_code_in_its_pickle_is_refused_unrun(tmp_path):
     import torch
+
     from harness.benchmarks.geneval.colors import ColorClassifier
 
     marker = tmp_path / "pwned"
@@ -172,7 +173,6 @@ def test_json_writer_never_writes_nan():
 def test_geneval_summary_of_nothing_is_strict_json(tmp_path):
     """An empty scoring (no samples) has no overall score: null in summary.json, never a bare NaN."""
     from harness.benchmarks.geneval.benchmark import GenEval
-
     from harness.store import Store
 
     manifest = {"benchmark": "geneval", "run_id": "geneval-empty", "label": "GenEval-HF", "scorer": {},

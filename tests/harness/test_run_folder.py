@@ -32,8 +32,9 @@ BIN = Path(sys.executable).parent
 
 def official_layout(folder: Path, prompts: tuple[int, ...] = (0, 4)) -> Path:
     """A GenEval image folder in the official layout (someone else's): NNNNN/metadata.jsonl + samples/0000.png."""
-    from harness.benchmarks.geneval.prompts import DEMO_METADATA
     from PIL import Image
+
+    from harness.benchmarks.geneval.prompts import DEMO_METADATA
 
     for index in prompts:
         sub = folder / f"{index:05d}"

@@ -32,9 +32,11 @@ except HarnessError as exc:
                 allow_module_level=True)
 
 import torch
-from harness.benchmarks.geneval.detectors import official as O
-from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former, build_mmdet_model
 from PIL import Image
+
+from harness.benchmarks.geneval.detectors import official as O
+from harness.benchmarks.geneval.detectors.base import Instances
+from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former, build_mmdet_model
 
 SCORE_TOL = 1e-4
 IOU_MIN = 0.999
@@ -76,6 +78,9 @@ def checkpoint(tmp_path_factory) -> Path:
 def backends(checkpoint):
     ours = O.OfficialMask2Former(weights=str(checkpoint), sha256=None, device="cpu")
     ref = MMDetMask2Former(weights=str(checkpoint), sha256=None, device="cpu")
+    for detector in (ours, ref):
+        detector.resolve()
+        detector.load()
     assert ours.label == ref.label == O.UNVERIFIED_LABEL  # random weights are never "official"
     return ours, ref
 
@@ -85,7 +90,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def compare(a: O.Instances, b: O.Instances) -> dict:
+def compare(a: Instances, b: Instances) -> dict:
     pairs_a = {(int(lab), int(q)): i for i, (lab, q) in enumerate(zip(a.labels, a.queries, strict=True))}
     pairs_b = {(int(lab), int(q)): i for i, (lab, q) in enumerate(zip(b.labels, b.queries, strict=True))}
     assert len(pairs_a) == len(pairs_b) == 100

@@ -21,12 +21,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def tiny_aa(root: Path) -> int:
     import torch
-    from harness.benchmarks.geneval.benchmark import GenEval
-    from harness.reports.regression import compare_runs
-    from harness.reports.runs import load_run
 
+    from harness.benchmarks.geneval.benchmark import GenEval
     from harness.cli import _stage_parser
     from harness.models.tiny import TinyDreamLite
+    from harness.reports.regression import compare_runs
+    from harness.reports.runs import load_run
     from harness.store import Store
 
     torch.set_num_threads(1)
@@ -47,9 +47,10 @@ def tiny_aa(root: Path) -> int:
 
 
 def synthetic(root: Path) -> tuple[int, list[str]]:
+    from synthetic_runs import write_synthetic_run
+
     from harness.reports.regression import compare_runs
     from harness.reports.runs import load_run
-    from synthetic_runs import write_synthetic_run
 
     rates = {"single_object": 0.95, "two_object": 0.7, "counting": 0.6, "colors": 0.8, "position": 0.25,
              "color_attr": 0.45}

@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from harness.device.adb import AdbShellDevice  # noqa: E402
-
 from tests.device.conftest import FAKEBIN, make_sandbox, write_sweep  # noqa: E402
 from tests.peers.fake_adbd import FakeAdbd  # noqa: E402
 
@@ -112,6 +111,7 @@ def bench_push(work: Path, key: Path, mib: int) -> dict:
 def bench_rtt(work: Path, key: Path, n: int) -> dict:
     from adb_shell.adb_device import AdbDevice, AdbDeviceTcp
     from adb_shell.auth.sign_pythonrsa import PythonRSASigner
+
     from harness.device.transport import robust_tcp_transport_class
 
     sandbox = make_sandbox(work / "phone-rtt")

@@ -59,6 +59,7 @@ def synthetic_image(size: int, seed: int):
 def colour_jobs(images):
     """Per image, its colour clauses: [(class name, [Detection, ...]), ...] — 1 clause, or 2 for odd images."""
     import numpy as np
+
     from harness.benchmarks.geneval.rules import Detection
 
     jobs = []
@@ -80,6 +81,7 @@ def official_style_detect(model, image, device):
     import numpy as np
     import torch
     import torch.nn.functional as F
+
     from harness.benchmarks.geneval.detectors.base import preprocess
 
     x, (h, w) = preprocess(image, device, torch.float32, resize="cv2")
@@ -135,6 +137,7 @@ class CropDataset:
 def official_style_colours(clf, image, clauses):
     import torch
     import torch.nn.functional as F
+
     from harness.benchmarks.geneval.rules import COLORS
 
     out = []
@@ -180,9 +183,9 @@ def main() -> int:
     opts = parser.parse_args()
 
     import torch
+
     from harness.benchmarks.geneval.colors import ColorClassifier
     from harness.benchmarks.geneval.detectors import official as O
-
     from harness.core.errors import HarnessError
 
     images = [synthetic_image(opts.size, seed=i) for i in range(opts.images)]
@@ -195,8 +198,10 @@ def main() -> int:
         torch.save({"meta": {}, "state_dict": O.hf_to_mmdet2(model.state_dict(), O.SWIN_S)}, path)
         del model
 
-        def detector(**kw):
-            return O.OfficialMask2Former(weights=str(path), sha256=None, device=opts.device, reuse_memory=False, **kw)
+        def detector(**kw):  # memory reuse is switched per variant below, not by load()
+            loaded = O.OfficialMask2Former(weights=str(path), sha256=None, device=opts.device, reuse_memory=False, **kw)
+            loaded.load()
+            return loaded
 
         ours, sdpa, batched = detector(), detector(attention="sdpa"), detector(batch=4)
         compiled = detector(compile=True) if opts.compile else None
@@ -204,7 +209,9 @@ def main() -> int:
         with contextlib.suppress(HarnessError):  # mmdet not installed here
             from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
 
-            mmdet = MMDetMask2Former(weights=str(path), sha256=None, device=opts.device)
+            reference = MMDetMask2Former(weights=str(path), sha256=None, device=opts.device)
+            reference.load()  # needs mmdet: construction alone does not
+            mmdet = reference
     clf = ColorClassifier("ViT-L-14", device=opts.device)  # random weights: pretrained=None
     for classname in ("car", "dog"):
         clf.head(classname)  # both sides cache the zero-shot heads per class for the whole run
@@ -269,6 +276,7 @@ def main() -> int:
 def calibrate_class_head(model, opts) -> tuple[float, int]:
     """Scale the random class head so that about ``opts.pairs`` (class, query) pairs per image have prob > 0.3."""
     import torch
+
     from harness.benchmarks.geneval.detectors.base import preprocess
 
     x, _ = preprocess(synthetic_image(opts.size, seed=0), "cpu", torch.float32, resize="cv2")

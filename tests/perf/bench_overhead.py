@@ -32,9 +32,9 @@ def main() -> int:
     opts = parser.parse_args()
 
     import torch
+
     from harness.benchmarks.geneval.benchmark import GenEval
     from harness.benchmarks.geneval.prompts import load_prompts
-
     from harness.cli import _stage_parser
     from harness.models.tiny import TinyDreamLite
     from harness.store import Store

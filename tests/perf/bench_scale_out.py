@@ -78,7 +78,6 @@ def merge_time(root: Path) -> dict:
     from harness.benchmarks.geneval.benchmark import GenEval
     from harness.benchmarks.geneval.prompts import DEMO_METADATA
     from harness.benchmarks.geneval.score import Sample, score_key
-
     from harness.core.fsio import RecordLog
     from harness.store import Store
 

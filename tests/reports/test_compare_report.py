@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from synthetic_runs import write_synthetic_run
+
+from harness.core.errors import HarnessError
 from harness.reports.compare import latency, mcnemar_exact, paired_mean, stratified_paired, verdict
 from harness.reports.html import build_report
 from harness.reports.regression import compare_runs, holm
 from harness.reports.runs import load_run
-from synthetic_runs import write_synthetic_run
-
-from harness.core.errors import HarnessError
 
 RATES = {"single_object": 0.95, "two_object": 0.7, "counting": 0.6, "colors": 0.8, "position": 0.25,
          "color_attr": 0.45}

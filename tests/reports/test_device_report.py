@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.core.fsio import RecordLog
 from harness.reports.html import build_report
 from harness.reports.regression import compare_runs
 from harness.reports.runs import load_run
-
-from harness.core.fsio import RecordLog
 
 
 def write_sweep(out: Path, *, scale: float, seed: int, failed: int = 0) -> Path:

@@ -1,9 +1,12 @@
-"""The detector protocol and the mmdet 2.x pre/post-processing that GenEval's numbers depend on.
+"""The detector contract and the mmdet 2.x pre/post-processing that GenEval's numbers depend on.
 
-A detector backend turns RGB images into, per image, ``{class name: ClassDetections}``: float32 boxes and
-scores with the masks aligned, as mmdet hands them to the official code. They are the top-100 (query, class)
-pairs of mmdet's ``MaskFormerFusionHead.instance_postprocess``, each with the score
-``class prob × mean sigmoid inside the mask`` and the tight box of its binary mask.
+A detector is a :class:`~harness.api.scorer.Scorer`: built from its ``--detector-args`` options without loading
+anything, :meth:`Detector.resolve` checks in seconds that its weights can be had, :meth:`Detector.load` loads them
+once, and :meth:`Detector.detect` turns RGB images into, per image, ``{class name: ClassDetections}``: float32
+boxes and scores with the masks aligned, as mmdet hands them to the official code. They are the top-100
+(query, class) pairs of mmdet's ``MaskFormerFusionHead.instance_postprocess``, each with the score
+``class prob × mean sigmoid inside the mask`` and the tight box of its binary mask (docs/geneval.md,
+'Detector pre-processing' and 'Detector post-processing').
 The GenEval filtering (thresholds, max 16 per class) happens later, in the pure ``rules`` module.
 """
 
@@ -13,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.api.scorer import Scorer
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.rules import ClassDetections
-
 from harness.core.errors import HarnessError
-from harness.core.options import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, SIZE, Check, check_options, either, one_of
+from harness.core.options import BOOLEAN, NON_NEGATIVE_INT, POSITIVE_INT, SIZE, Check, either, one_of
 
 if TYPE_CHECKING:
     import torch
@@ -31,32 +34,57 @@ PAD_VALUE = 128
 MAX_PER_IMAGE = 100
 
 
-class Detector:
-    """Base of detector backends: ``detect(images, min_score)`` plus a fingerprint and a results label."""
+class Detector(Scorer):
+    """Base of detector backends (registered under ``harness.detectors``).
 
+    Construction checks the options only (``defaults``/``option_types``, one line naming ``--detector-args``);
+    :meth:`resolve` checks that the weights can be had without loading them; :meth:`load` loads them once
+    (:meth:`_load` in subclasses); :meth:`detect` loads on first use. ``label`` names the results: numbers of
+    different labels are never mixed.
+    """
+
+    kind: ClassVar[str] = "detector"
+    option_flag: ClassVar[str] = "--detector-args"
     name: ClassVar[str] = "detector"
     #: how results of this detector are labelled; numbers from different labels are never mixed
     label: ClassVar[str] = "GenEval-HF"
-    defaults: ClassVar[dict[str, Any]] = {}
+    defaults: ClassVar[Mapping[str, Any]] = {}
     #: what an option accepts where its default's type does not say it all (see harness.core.options)
     option_types: ClassVar[Mapping[str, Check]] = {
         "scale": SIZE, "seed": NON_NEGATIVE_INT, "batch": either("auto", POSITIVE_INT),
         "reuse_memory": either("auto", BOOLEAN),
         "attention": one_of("mmdet", "sdpa", "eager"),
     }
+    #: where it runs, not what it computes: never part of a fingerprint
+    unhashed_options: ClassVar[frozenset[str]] = frozenset({"device"})
+    _loaded: bool = False
 
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Every option with its value (given or default), or one error naming the bad key and value."""
-        return check_options(options, cls.defaults, flag="--detector-args", owner=f"detector {cls.name!r}",
-                             checks=cls.option_types)
+    def load(self) -> None:
+        """Load the weights (once: later calls do nothing until :meth:`close`)."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+
+    def _load(self) -> None:
+        """Load the weights; called once by :meth:`load`."""
+
+    def close(self) -> None:
+        """Release what :meth:`load` acquired; a later :meth:`load` loads again."""
+        self._loaded = False
 
     def fingerprint(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Plain data naming everything that changes detections (backends list theirs explicitly)."""
+        return {"detector": self.name, "label": self.label, **self.option_fingerprint()}
 
     def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Detections per image; those with score <= ``min_score`` may be left out (they never survive)."""
         raise NotImplementedError
+
+
+def parse_scale(value: Any) -> tuple[int, int]:
+    """The ``scale`` option (``N`` or ``LONGxSHORT``, checked by :data:`SIZE`) as ``(long, short)`` sides."""
+    long_side, _, short_side = str(value).partition("x")
+    return int(long_side), int(short_side or long_side)
 
 
 def rescaled_size(width: int, height: int, scale: tuple[int, int] = SCALE) -> tuple[int, int]:

@@ -8,19 +8,61 @@ same architecture, *not* GenEval's official mmdet checkpoint; results are theref
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.benchmarks.geneval.classes import CLASS_NAMES
-from harness.benchmarks.geneval.detectors.base import Detector, instance_postprocess, preprocess
+from harness.benchmarks.geneval.detectors.base import Detector, instance_postprocess, parse_scale, preprocess
 from harness.benchmarks.geneval.rules import ClassDetections
-
 from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     from PIL import Image
 
 TINY_VERSION = 2
+#: a Hugging Face hub id (``name`` or ``owner/name``); anything else that is not a folder is a missing folder
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+#: seconds the hub may take to answer whether a model exists
+HUB_TIMEOUT_S = 5.0
+
+
+def not_a_model_folder(folder: Path) -> str:
+    return (f"{folder}: not a transformers model folder (no config.json); pass a folder written by "
+            "save_pretrained() or a hub id")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set (as huggingface_hub reads them)."""
+    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(value.strip().upper() in ("1", "ON", "YES", "TRUE") for value in flags)
+
+
+def check_hub_weights(weights: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S) -> None:
+    """In seconds, without loading: ``weights`` is a model folder, or a hub id in the Hugging Face cache, or (when
+    online) a hub id whose ``config.json`` the hub serves. Otherwise one line naming the fix."""
+    fix = "pass --detector-args weights=LOCAL_FOLDER (a folder written by save_pretrained())"
+    local = Path(weights).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise HarnessError(not_a_model_folder(local))
+        return
+    if not _HUB_ID.fullmatch(weights):
+        raise HarnessError(f"--detector-args weights={weights}: no such folder; {fix} or a hub id")
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(weights, "config.json", revision=revision), str):
+        return
+    if hub_offline():
+        raise HarnessError(f"--detector-args weights={weights}: not in the Hugging Face cache and the hub is off "
+                           f"(HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); {fix}")
+    try:
+        get_hf_file_metadata(hf_hub_url(weights, "config.json", revision=revision), timeout=timeout)
+    except Exception as exc:  # network, HTTP and hub errors: their classes differ between hub versions
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise HarnessError(f"--detector-args weights={weights}: the Hugging Face hub does not serve it "
+                           f"({type(exc).__name__}: {reason}); offline, {fix}") from None
 
 
 class HFMask2Former(Detector):
@@ -37,27 +79,45 @@ class HFMask2Former(Detector):
     }
 
     def __init__(self, **options: Any):
-        from harness.core.torchenv import resolve_device, resolve_dtype
+        super().__init__(**options)
+        self.scale = parse_scale(self.options["scale"])
+        self.device: str | None = None  # resolved (torch) by resolve() or load()
+        self.dtype: Any = None
+        self.model: Any = None
 
-        self.options = self.check_options(options)
-        self.device = resolve_device(self.options["device"])
-        self.dtype = resolve_dtype(self.options["dtype"], self.device)
-        long_side, _, short_side = str(self.options["scale"]).partition("x")
-        self.scale = (int(long_side), int(short_side or long_side))
-        self.model = self._load(str(self._weights()))
+    def _runtime(self) -> None:
+        """Resolve ``device`` and ``dtype`` (imports torch; loads nothing)."""
+        if self.device is None:
+            from harness.core.torchenv import resolve_device, resolve_dtype
+
+            device = resolve_device(self.options["device"])
+            self.dtype = resolve_dtype(self.options["dtype"], device)
+            self.device = device
+
+    def resolve(self) -> None:
+        """Device and dtype, and the weights: a local model folder, or a hub id cached (offline) or reachable."""
+        self._runtime()
+        check_hub_weights(str(self.options["weights"]), self.options["revision"])
+
+    def _load(self) -> None:
+        self._runtime()
+        self.model = self._from_pretrained(str(Path(self._weights()).expanduser()))
+
+    def close(self) -> None:
+        self.model = None
+        super().close()
 
     def _weights(self) -> str | Path:
         return self.options["weights"]
 
-    def _load(self, weights: str) -> Any:
+    def _from_pretrained(self, weights: str) -> Any:
         import transformers
         from transformers import Mask2FormerForUniversalSegmentation
 
         transformers.utils.logging.disable_progress_bar()
         local = Path(weights)
         if local.exists() and not (local / "config.json").is_file():
-            raise HarnessError(f"{local}: not a transformers model folder (no config.json); pass a folder "
-                               "written by save_pretrained() or a hub id")
+            raise HarnessError(not_a_model_folder(local))
         try:
             model = Mask2FormerForUniversalSegmentation.from_pretrained(weights, revision=self.options["revision"])
         except (OSError, ValueError) as exc:
@@ -69,12 +129,15 @@ class HFMask2Former(Detector):
         return model.to(self.device, self.dtype).eval()
 
     def fingerprint(self) -> dict[str, Any]:
+        self._runtime()
         return {"detector": self.name, "label": self.label, "weights": str(self.options["weights"]),
                 "revision": self.options["revision"], "dtype": str(self.dtype), "scale": list(self.scale)}
 
     def detect(self, images: list[Image.Image], min_score: float = 0.0) -> list[dict[str, ClassDetections]]:
         """Batch same-size images through the model (no cross-size padding), mmdet post-processing."""
         import torch
+
+        self.load()
 
         results: list[dict[str, ClassDetections] | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -105,6 +168,10 @@ class TinyMask2Former(HFMask2Former):
     label: ClassVar[str] = "GenEval-tiny-random"
     defaults: ClassVar[dict[str, Any]] = {"seed": 0, "device": "cpu", "dtype": "float32", "revision": None,
                                           "weights": None, "scale": "333x200"}
+
+    def resolve(self) -> None:
+        """Device and dtype only: the weights are built in code by :meth:`load`."""
+        self._runtime()
 
     def _weights(self) -> Path:
         from harness.core.datafiles import cache_dir

@@ -31,19 +31,20 @@ from harness.benchmarks.geneval.detectors.base import (
 )
 from harness.benchmarks.geneval.detectors.official import (
     OFFICIAL_SHA256_PREFIX,
+    OFFICIAL_URL,
     SWIN_S,
     Arch,
     CheckpointError,
-    checkpoint_layout,
-    infer_arch,
-    layout_error,
+    check_checkpoint_available,
+    hex_digest_option,
+    mmdet2_arch,
     mmdet2_to_mmdet3,
-    read_checkpoint,
     resolve_checkpoint,
     results_label,
 )
+from harness.benchmarks.geneval.detectors.official.convert import is_converted
 from harness.benchmarks.geneval.rules import ClassDetections
-
+from harness.core.checkpoints import read_checkpoint
 from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -151,18 +152,38 @@ class MMDetMask2Former(Detector):
         "trust_pickle": False,
     }
 
+    unhashed_options: ClassVar[frozenset[str]] = frozenset({"device", "trust_pickle"})
+
     def __init__(self, **options: Any):
-        self.options = self.check_options(options)
+        super().__init__(**options)
+        self.expected_sha256 = hex_digest_option(self.options["sha256"])
+        self.device: str | None = None
+        self.model: Any = None
+        self.arch: Arch | None = None
+        self.sha256: str | None = None
+        # what the options promise; final once loaded (the digest and shapes of the file)
+        self.label = results_label(self.expected_sha256 or "", SWIN_S)  # type: ignore[misc]
+
+    def resolve(self) -> None:
+        """mmdet and mmcv's compiled ops importable, the config file there, the checkpoint available."""
+        import_mmdet()
+        weights, config = str(self.options["weights"]), self.options["config"]
+        if is_converted(weights):
+            raise HarnessError(f"--detector-args weights={weights}: the mmdet backend reads the mmdet 2.x .pth, "
+                               "not a converted file (that is for --detector mask2former-official)")
+        if config is not None and not os.path.isfile(str(config)):
+            raise HarnessError(f"--detector-args config={config}: no such file; pass the path of "
+                               "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py")
+        check_checkpoint_available(weights, self.options["sha256"])
+
+    def _load(self) -> None:
         import_mmdet()
         from harness.core.torchenv import resolve_device
 
         self.device = resolve_device(self.options["device"])
         path, self.sha256 = resolve_checkpoint(self.options["weights"], self.options["sha256"])
-        state, _ = read_checkpoint(path, trust_pickle=bool(self.options["trust_pickle"]))
-        layout = checkpoint_layout(set(state))
-        if layout != "mmdet2":
-            raise layout_error(layout, str(path))
-        self.arch = infer_arch(state, str(path))
+        state, _ = read_checkpoint(path, trust_pickle=bool(self.options["trust_pickle"]), source=OFFICIAL_URL)
+        self.arch = mmdet2_arch(state, str(path))
         model = build_mmdet_model(self.arch, "cpu", self.options["config"])
         result = model.load_state_dict(mmdet2_to_mmdet3(state), strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -175,6 +196,10 @@ class MMDetMask2Former(Detector):
         self._queries: list[Any] = []
         self._wrap_instance_postprocess()
         self._pipeline = self._test_pipeline()
+
+    def close(self) -> None:
+        self.model = None
+        super().close()
 
     def _wrap_instance_postprocess(self) -> None:
         """Record which query each of mmdet's top-100 detections came from (same ``topk`` call, same order)."""
@@ -207,6 +232,7 @@ class MMDetMask2Former(Detector):
         import mmcv
         import mmdet
 
+        self.load()  # the checkpoint's digest
         return {"detector": self.name, "label": self.label, "checkpoint_sha256": self.sha256,
                 "mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "pipeline": "mmdet-2.x test pipeline"}
 
@@ -215,6 +241,7 @@ class MMDetMask2Former(Detector):
         import numpy as np
         from mmdet.apis import inference_detector
 
+        self.load()
         out = []
         for image in images:
             bgr = np.ascontiguousarray(to_rgb_array(image)[..., ::-1])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.colors import ColorClassifier, color_crop
 from harness.benchmarks.geneval.detectors.base import instance_postprocess, mask_boxes, preprocess, rescaled_size
 from harness.benchmarks.geneval.detectors.hf_mask2former import HFMask2Former, TinyMask2Former, build_tiny_mask2former
 from harness.benchmarks.geneval.rules import COLORS, Detection
-from PIL import Image
-
 from harness.core.errors import HarnessError
 
 
@@ -114,7 +114,9 @@ def test_tiny_detector_roundtrips_through_real_from_pretrained(tmp_path):
 
 def test_detector_folder_errors(tmp_path):
     with pytest.raises(HarnessError, match="no config.json"):
-        HFMask2Former(weights=str(tmp_path), device="cpu")
+        HFMask2Former(weights=str(tmp_path), device="cpu").resolve()
+    with pytest.raises(HarnessError, match="no config.json"):
+        HFMask2Former(weights=str(tmp_path), device="cpu").load()
     with pytest.raises(HarnessError, match="unknown option"):
         HFMask2Former(wieghts="x")
 

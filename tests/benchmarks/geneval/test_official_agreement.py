@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from harness.benchmarks.geneval import rules
 from harness.benchmarks.geneval.rules import (
     COLORS,

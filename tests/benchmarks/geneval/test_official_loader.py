@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.detectors import official as O
 from harness.benchmarks.geneval.detectors.base import topk_instances
-from PIL import Image
-
 from harness.core.datafiles import DataFile, digest_matches, fetch, sha256_file
 from harness.core.errors import HarnessError
 
@@ -59,6 +59,7 @@ def test_roundtrip_through_official_layout_gives_identical_detections(tiny_check
     model, path, _ = tiny_checkpoint
     # transformers' own arithmetic, so that the reloaded model must equal the original bit for bit
     det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", attention="sdpa")
+    det.load()
     assert det.arch == TINY and det.label.startswith(O.UNVERIFIED_LABEL)  # not the official file: never official
     assert det.label.endswith("[scale 333x200]")
     assert det.fingerprint()["checkpoint_sha256"] == sha256_file(path)
@@ -150,11 +151,11 @@ def test_patch_merging_reorder_matches_mmdet_unfold_semantics():
     mm = torch.nn.functional.layer_norm(mm, (4 * dim,), norm_w, norm_b) @ red.T
     hf = SwinPatchMerging(dim)
     with torch.no_grad():
-        hf.norm.weight.copy_(O._convert(norm_w, "unfold_n", "n"))
-        hf.norm.bias.copy_(O._convert(norm_b, "unfold_n", "n"))
-        hf.reduction.weight.copy_(O._convert(red, "unfold_w", "w"))
+        hf.norm.weight.copy_(O.convert_tensor(norm_w, "unfold_n", "n"))
+        hf.norm.bias.copy_(O.convert_tensor(norm_b, "unfold_n", "n"))
+        hf.reduction.weight.copy_(O.convert_tensor(red, "unfold_w", "w"))
         assert torch.allclose(hf(x, (h, w)), mm, atol=1e-5)
-    assert torch.equal(O._unconvert([O._convert(red, "unfold_w", "w")], "unfold_w"), red)
+    assert torch.equal(O.unconvert_tensor([O.convert_tensor(red, "unfold_w", "w")], "unfold_w"), red)
 
 
 def test_relative_position_index_matches_transformers_swin():
@@ -171,8 +172,10 @@ def save(tmp_path: Path, state: dict, name: str = "ckpt.pth") -> Path:
     return path
 
 
-def load(path: Path) -> O.OfficialMask2Former:
-    return O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200")
+def load(path: Path, **options) -> O.OfficialMask2Former:
+    det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", **options)
+    det.load()
+    return det
 
 
 def test_missing_extra_and_misshaped_keys_are_refused(tiny_checkpoint, tmp_path):
@@ -210,11 +213,11 @@ def test_wrong_checkpoint_kinds_are_refused_with_the_fix(tiny_checkpoint, tmp_pa
     with pytest.raises(HarnessError, match="truncated or corrupt"):
         load(truncated)
     with pytest.raises(HarnessError, match="sha256 mismatch: expected 743b7d99"):
-        O.OfficialMask2Former(weights=str(path), device="cpu")  # default: the official file's digest
+        O.OfficialMask2Former(weights=str(path), device="cpu").load()  # default: the official file's digest
     with pytest.raises(HarnessError, match="no such file"):
-        O.OfficialMask2Former(weights=str(tmp_path / "absent.pth"), device="cpu")
+        O.OfficialMask2Former(weights=str(tmp_path / "absent.pth"), device="cpu").resolve()
     with pytest.raises(HarnessError, match="half precision is for CUDA only"):
-        O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", dtype="bfloat16")
+        O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", dtype="bfloat16").resolve()
     with pytest.raises(HarnessError, match="unknown option"):
         O.OfficialMask2Former(wieghts="x")
 
@@ -229,8 +232,7 @@ def test_checkpoint_with_code_in_its_pickle_is_not_executed(tiny_checkpoint, tmp
     torch.save({"meta": {"obj": NotATensor()}, "state_dict": state}, path)
     with pytest.raises(HarnessError, match="trust_pickle=true"):
         load(path)
-    det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", trust_pickle=True)
-    assert det.arch == TINY
+    assert load(path, trust_pickle=True).arch == TINY
 
 
 def test_numpy_metadata_as_in_mmdet_checkpoints_loads_safely(tiny_checkpoint, tmp_path):
@@ -271,6 +273,8 @@ def test_fast_deformable_attention_is_bit_identical_to_the_mmcv_formulation():
 def test_selftest_refuses_to_score_with_a_broken_deformable_attention(tiny_checkpoint, monkeypatch):
     from transformers.models.mask2former import modeling_mask2former as m2f
 
+    from harness.benchmarks.geneval.detectors.official import forward
+
     _, path, _ = tiny_checkpoint
     real = m2f.multi_scale_deformable_attention
 
@@ -279,13 +283,13 @@ def test_selftest_refuses_to_score_with_a_broken_deformable_attention(tiny_check
 
     monkeypatch.setattr(m2f, "multi_scale_deformable_attention", garbage)  # transformers' kernel (attention=sdpa)
     with pytest.raises(HarnessError, match="self-test failed: multi-scale deformable attention on cpu"):
-        O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", attention="sdpa")
-    fast = O.msda_fast
-    monkeypatch.setattr(O, "msda_fast", lambda *a: fast(*a).roll(1, dims=1))  # ours (default): a misplaced index
+        load(path, attention="sdpa")
+    fast = forward.msda_fast
+    monkeypatch.setattr(forward, "msda_fast", lambda *a: fast(*a).roll(1, dims=1))  # ours (default): misplaced
     with pytest.raises(HarnessError, match="refusing to score"):
         load(path)
     monkeypatch.setattr(m2f, "multi_scale_deformable_attention", real)
-    monkeypatch.setattr(O, "msda_fast", fast)
+    monkeypatch.setattr(forward, "msda_fast", fast)
     assert load(path).selftest_error < 1e-5
 
 
@@ -360,8 +364,9 @@ def test_digest_prefix_pins(tmp_path):
 
 
 def test_importing_the_backends_does_not_import_torch():
-    code = ("import sys; import harness.benchmarks.geneval.detectors.official, "
-            "harness.benchmarks.geneval.detectors.mmdet_backend; "
+    package = "harness.benchmarks.geneval.detectors"
+    code = (f"import sys; import {package}.official.detector, {package}.official.convert, {package}.mmdet_backend; "
+            f"from {package}.official import OfficialMask2Former, read_checkpoint; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from harness.registry import registry; names = registry('detectors').names(); "
             "assert 'mask2former-official' in names and 'mmdet' in names, names")
@@ -378,5 +383,74 @@ def test_mmdet_backend_without_mmdet_says_how_to_install():
         pytest.skip("mmdet is installed here; the parity env exercises the backend")
     from harness.benchmarks.geneval.detectors.mmdet_backend import MMDetMask2Former
 
+    detector = MMDetMask2Former(weights="x.pth", sha256=None, device="cpu")  # construction needs no mmdet
     with pytest.raises(HarnessError, match=r"needs mmdet.*\.\[mmdet\]"):
-        MMDetMask2Former(weights="x.pth", sha256=None, device="cpu")
+        detector.resolve()
+    with pytest.raises(HarnessError, match=r"needs mmdet.*\.\[mmdet\]"):
+        detector.load()
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def convert_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.benchmarks.geneval.detectors.official.convert", *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_converter_cli_writes_safetensors_that_load_to_identical_detections(tiny_checkpoint, tmp_path):
+    _, path, _ = tiny_checkpoint
+    done = convert_cli(str(path), str(tmp_path / "tiny"), "--sha256", "none")
+    assert done.returncode == 0, done.stderr
+    converted = tmp_path / "tiny.safetensors"
+    assert converted.is_file() and f"weights={converted}" in done.stdout
+    from_pth, from_file = load(path), load(converted)
+    assert from_file.arch == TINY and from_file.weights == str(converted)
+    # the file records the checkpoint it came from: same digest, same scorer fingerprint, same scoring units
+    assert from_file.fingerprint() == from_pth.fingerprint()
+    assert from_file.fingerprint()["checkpoint_sha256"] == sha256_file(path)
+    for a, b in zip(from_pth.detect_raw(images()), from_file.detect_raw(images()), strict=True):
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.queries, b.queries)
+        assert np.array_equal(a.scores, b.scores) and np.array_equal(a.boxes, b.boxes)
+        assert np.array_equal(a.masks, b.masks)
+    # the sha256 pin applies to the source checkpoint: a converted random model is not the official file
+    with pytest.raises(HarnessError, match="sha256 mismatch: expected 743b7d99.*converted from"):
+        O.OfficialMask2Former(weights=str(converted), device="cpu").load()
+
+
+def test_converter_refuses_bad_input_in_one_line(tiny_checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    _, path, _ = tiny_checkpoint
+    missing = convert_cli(str(tmp_path / "absent.pth"), str(tmp_path / "out"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
+    wrong = convert_cli(str(path), str(tmp_path / "out"))  # default pin: the official file's digest
+    assert wrong.returncode == 2 and "sha256 mismatch" in wrong.stderr and not (tmp_path / "out.safetensors").exists()
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, str(foreign))
+    with pytest.raises(HarnessError, match="not a checkpoint converted by"):
+        O.OfficialMask2Former(weights=str(foreign), sha256=None).resolve()  # read from its header, in resolve()
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\xff" * 64)
+    with pytest.raises(HarnessError, match="truncated or corrupt safetensors"):
+        O.OfficialMask2Former(weights=str(corrupt), sha256=None).resolve()
+
+
+def test_memory_reuse_is_switched_by_load_and_close_never_by_construction(tiny_checkpoint, monkeypatch):
+    from harness.benchmarks.geneval.detectors.official import detector
+
+    _, path, _ = tiny_checkpoint
+    calls: list[bool] = []
+    monkeypatch.setattr(detector, "reuse_freed_memory", lambda enabled=True: calls.append(enabled) or True)
+    det = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", reuse_memory=True)
+    det.resolve()
+    assert calls == [] and not det.reuses_memory  # construction and resolve() leave the process alone
+    det.load()
+    det.load()  # idempotent: loaded (and switched) once
+    assert calls == [True] and det.reuses_memory
+    det.close()
+    assert calls == [True, False] and not det.reuses_memory
+    off = O.OfficialMask2Former(weights=str(path), sha256=None, device="cpu", scale="333x200", reuse_memory=False)
+    off.load()
+    off.close()
+    assert calls == [True, False]

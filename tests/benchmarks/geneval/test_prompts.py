@@ -9,9 +9,9 @@ from collections import Counter
 from functools import partial
 
 import pytest
+
 from harness.benchmarks.geneval import prompts as P
 from harness.benchmarks.geneval.classes import CLASS_NAMES
-
 from harness.core.datafiles import DataFile, fetch
 from harness.core.errors import HarnessError
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.rules import (
     ClassDetections,

@@ -9,9 +9,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from harness.benchmarks.imgedit import data
 from harness.benchmarks.imgedit.data import check_sources, demo_case_set, load_case_set
-
 from harness.core.errors import HarnessError
 
 

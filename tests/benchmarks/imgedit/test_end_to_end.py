@@ -52,8 +52,9 @@ def reference(server, tmp_path_factory):
 
 
 def test_run_writes_official_layout_summary_store_and_no_key(reference, server) -> None:
-    from harness.benchmarks.imgedit.data import demo_case_set
     from PIL import Image
+
+    from harness.benchmarks.imgedit.data import demo_case_set
 
     cwd, run, out, requests = reference
     assert requests == 18
@@ -174,7 +175,6 @@ def test_official_scripts_run_on_a_folder_with_judge_failures_and_attempts_are_c
     """Cases the judge refused stay out of result.json (in judge_failures.json): ImgEdit's step 1 and step 2
     run on the folder as they are and give exactly the parity numbers; every failed attempt is counted by cause."""
     from harness.benchmarks.imgedit.data import demo_case_set
-
     from harness.cli import main
 
     _, run, _, _ = reference
@@ -239,7 +239,6 @@ def test_sharded_scoring_then_merge(reference, server, tmp_path, monkeypatch, ca
 def test_clip_metrics_offline(reference, server, tmp_path, monkeypatch, capsys) -> None:
     """CLIP metrics with a tiny random open_clip: an unchanged image scores clip_i 1 and no direction."""
     from harness.benchmarks.imgedit.data import demo_case_set
-
     from harness.cli import main
 
     _, run, _, _ = reference

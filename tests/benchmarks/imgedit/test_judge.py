@@ -8,9 +8,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from harness.benchmarks.imgedit.data import demo_case_set
 from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
-
 from harness.core.hashing import content_hash
 from harness.scorers.openai_judge import OpenAIJudge
 

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from harness.benchmarks.imgedit.aggregate import TYPE_ORDER, format_table, summarize_parity, summarize_strict
 from harness.benchmarks.imgedit.parse import official_case_score, parse_official, parse_strict, rubric_labels
 
