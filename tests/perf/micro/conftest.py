@@ -49,7 +49,7 @@ _NOTE = pytest.StashKey[str]()
 
 def pytest_configure(config: pytest.Config) -> None:
     """No saved run yet: run without comparing, so the first run passes and becomes the baseline."""
-    if not config.getoption("benchmark_compare", None):
+    if config.getoption("benchmark_compare", None) is not True:  # a run named by number must exist
         return
     saved = _saved_runs(config)
     if saved is None:
