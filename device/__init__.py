@@ -1,4 +1,4 @@
-"""On-phone latency and memory sweeps over adb (issue 5), plus a host-side reference profile.
+"""On-phone latency and memory sweeps over adb (docs/device.md), plus a host-side reference profile.
 
 Backends (:mod:`device.adb`, :mod:`device.adbcli`, :mod:`device.local`) share :class:`device.base.ShellDevice`;
 runners parse tool output (:mod:`device.runners`); :mod:`device.sweep` expands sweep files into jobs;

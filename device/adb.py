@@ -1,6 +1,7 @@
 """``AdbShellDevice``: the adb-shell library over TCP (our ``RobustTcpTransport``) or USB, RSA key auth.
 
-Every call passes explicit ``transport_timeout_s``/``read_timeout_s``/``timeout_s`` (spec §1.7). Any adb-shell
+Every call passes explicit ``transport_timeout_s``/``read_timeout_s``/``timeout_s`` (docs/device.md, 'adb-shell:
+timeouts and the transport'). Any adb-shell
 exception, ``OSError`` or ``ValueError`` closes the connection and raises :class:`DeviceDisconnected`
 (or :class:`CommandTimeout`); the next call reconnects. A sync ``FAIL`` (missing file) keeps the link.
 """

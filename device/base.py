@@ -27,7 +27,7 @@ from harness.device.errors import CommandFailed, CommandTimeout, ConfigError, De
 SENTINEL = "__RC__="
 DEFAULT_WORKDIR = "/data/local/tmp/bench"
 
-# The detached-run wrapper (spec §4.2/§4.5): runs ./cmd.sh under `toybox time -v` when available, samples
+# The detached-run wrapper (docs/device.md, 'Detached runs'): runs ./cmd.sh under `toybox time -v` if available, samples
 # /proc/PID/status of the benchmark every $2 seconds (5 Hz by default) on the phone, optionally
 # `dumpsys meminfo` on the first and then every 5th sample, then writes rc and a `done` marker.
 # No adb stream stays open.

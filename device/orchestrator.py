@@ -1,4 +1,5 @@
-"""``run_sweep``: the per-job protocol of spec §4.5 with reconnects, reboot detection and resume.
+"""``run_sweep``: the per-job protocol with reconnects, reboot detection and resume
+(docs/device.md, 'Sweeps and the per-job protocol').
 
 Job state lives on the device (``workdir/runs/<sweep>/<job_id>/<attempt>/{pid,rc,done,...}``), so a Wi-Fi
 drop or a host crash loses nothing: the next call (or the next ``harness device sweep``) finds the run

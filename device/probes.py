@@ -1,7 +1,8 @@
 """Pure parsers and command strings for device state: props, thermal, battery, screen, frequencies, memory.
 
 Each parser takes the text a command printed and returns plain dicts; nothing here talks to a device.
-Formats: spec ``device.md`` §3.1–3.3 (Android 14 ``dumpsys`` outputs, toybox ``time -v``, ``/proc``).
+Formats: docs/device.md, 'Device-state snapshots and the throttled flag' and 'Detached runs' (Android 14
+``dumpsys`` outputs, toybox ``time -v``, ``/proc``).
 """
 
 from __future__ import annotations

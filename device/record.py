@@ -1,4 +1,4 @@
-"""Attempt records (spec §4.6): flat JSON lines, appended with fsync, one per attempt; resume index.
+"""Attempt records (docs/device.md, 'Attempt records'): flat JSON lines, one per attempt, fsync'd; resume index.
 
 Records are written through :class:`harness.core.fsio.RecordLog` (``<out>/records/attempts-<token>.jsonl``),
 keyed ``<job_id>#<attempt>``. A line cut short by a crash is ignored when reading.

@@ -1,4 +1,5 @@
-"""``RobustTcpTransport``: adb-shell's ``TcpTransport`` with the three defects of spec §1.9 fixed.
+"""``RobustTcpTransport``: adb-shell's ``TcpTransport`` with its three defects fixed (docs/device.md,
+'adb-shell: timeouts and the transport'; the checksum negotiation: 'ADB wire protocol').
 
 * ``TCP_NODELAY`` (and keep-alive): no ~40 ms Nagle/delayed-ACK stall per round trip;
 * ``bulk_write`` loops until every byte is sent (the stock one ignores short writes and corrupts pushes);

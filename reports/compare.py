@@ -1,7 +1,7 @@
 """Paired statistics for regression gating: plain data in, plain data out (no torch, no I/O).
 
-A change is flagged only when it is both larger than a threshold *and* significant (architecture.md
-§5.2): GenEval by a paired bootstrap over prompts (all images of a prompt resampled together, tags kept)
+A change is flagged only when it is both larger than a threshold *and* significant (docs/statistics.md): GenEval
+by a paired bootstrap over prompts (all images of a prompt resampled together, tags kept)
 with McNemar's exact test on per-image verdicts as a cross-check; judge scores by a paired bootstrap;
 latency by Mann-Whitney U on raw repeats plus a ratio factor (asv style).
 """

@@ -147,9 +147,11 @@ class GenEvalScorer(Scorer):
 
     def __init__(self, **options: Any):
         from harness.registry import registry
+        from harness.scorers.clip import check_clip_spec
 
         super().__init__(**options)
         self.constants = parse_constants(self.options["options"])
+        check_clip_spec(self.options["clip"])  # a local checkpoint must be a safe tensor file
         self.detector_cls = registry("detectors").load(self.options["detector"])
         det_opts = parse_pairs(self.options["detector_args"], "--detector-args")
         if self.options["device"] != "auto":

@@ -117,6 +117,7 @@ class ImgEdit(Benchmark):
     Config: ClassVar[type] = ImgEditConfig
     generate_desc: ClassVar[str] = "edit"
     unit_nouns: ClassVar[tuple[str, str]] = ("case", "cases")
+    scored_verb: ClassVar[str] = "judged"
     threshold: ClassVar[float] = 0.1
     comparison: ClassVar[str] = "paired-mean"
     alpha: ClassVar[float] = 0.01
@@ -229,12 +230,15 @@ class ImgEdit(Benchmark):
         return self._judge
 
     def discover(self, images_dir: Path) -> Discovery:
+        from harness.core.images import check_pixels
+
         case_set = self.case_set()
         cases = case_set.select(self._types(), self.config.limit)
         samples = []
         for x in cases:
             path = inside(images_dir, f"{x.key}.png", what="edited image")
             if path.is_file():
+                check_pixels(path, "edited image")
                 samples.append(Sample(path, path.name, x.key, sha256_file(path)))
         return Discovery(cases, samples, _inventory(images_dir, case_set, cases),
                          {"sources": case_set.provenance["sources"]})

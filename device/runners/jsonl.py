@@ -1,4 +1,4 @@
-"""Our JSON-lines contract v1 (spec §4.3): ``metrics.jsonl`` or ``@@BENCH {...}`` lines on stdout."""
+"""JSON-lines contract v1 (docs/device.md, 'JSON-lines contract v1'): ``metrics.jsonl`` or ``@@BENCH`` lines."""
 
 from __future__ import annotations
 

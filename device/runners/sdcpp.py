@@ -1,4 +1,4 @@
-"""stable-diffusion.cpp ``sd``: ``<stage> completed, taking N ms|s`` lines (spec §3.1).
+"""stable-diffusion.cpp ``sd``: ``<stage> completed, taking N ms|s`` lines (docs/device.md, 'Runner output formats').
 
 ``get_learned_condition`` (text encoder) starts a generation, ``sampling`` is the whole U-Net loop (the
 tool prints no per-step times; its ``s/it`` progress is an average and is not stored as steps),

@@ -181,8 +181,9 @@ class Benchmark(Reportable):
     Config: ClassVar[type]
     #: progress-bar names of the generation stage
     generate_desc: ClassVar[str] = "generate"
-    #: singular and plural noun of a scored sample (messages)
+    #: singular and plural noun of a scored sample, and what scoring one is called (messages)
     unit_nouns: ClassVar[tuple[str, str]] = ("image", "images")
+    scored_verb: ClassVar[str] = "scored"
 
     def __init__(self, config: Any = None, **values: Any):
         if config is None or isinstance(config, Mapping):
@@ -242,10 +243,10 @@ class Benchmark(Reportable):
         """The benchmark's results files in its official format; by default ``results.jsonl``, one line per
         record of the first stage."""
         from harness.core.fsio import atomic_write_text
-        from harness.core.jsonio import dumps_strict
+        from harness.core.jsonio import dumps
 
         rows = next(iter(records.values()), [])
-        atomic_write_text(out / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in rows))
+        atomic_write_text(out / "results.jsonl", "".join(dumps(r, sort_keys=True) + "\n" for r in rows))
 
     def store_rows(self, records: Sequence[Record]) -> list[Record]:
         """Rows for the store's ``scores`` table (key, image, item_id, tag, correct, reason, details, metadata)."""

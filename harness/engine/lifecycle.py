@@ -94,10 +94,16 @@ def evaluate(benchmark: str | Benchmark, model: str | ImageModel, config: Any = 
     provenance = {"benchmark": provenance_of("benchmarks", bench), "model": provenance_of("models", model_obj)}
     scoring = score and this.jobs == 1
     scorer = bench.build_scorer() if scoring else None
-    model_obj.resolve()
-    if scorer is not None:
-        scorer.resolve()
-    with _store(store) as st, own_run_folder(folder, this, stage="run"):
+    with _store(store) as st:
+        model_obj.resolve()
+        if scorer is not None:
+            scorer.resolve()
+        return _evaluate(bench, model_obj, plan, scorer, folder, run_id, provenance, st, this, progress)
+
+
+def _evaluate(bench: Benchmark, model_obj: ImageModel, plan: Plan, scorer: Scorer | None, folder: Path, run_id: str,
+              provenance: dict[str, Any], st: Store, this: Shard, progress: Progress) -> Outcome:
+    with own_run_folder(folder, this, stage="run"):
         open_manifest(folder, run_id, plan.config, provenance | plan.provenance)
         if this.finalizes:
             st.upsert_run(run_id, bench.name, status=GENERATING, model=model_obj.name,
@@ -106,7 +112,7 @@ def evaluate(benchmark: str | Benchmark, model: str | ImageModel, config: Any = 
         bench.prepare(folder, plan)
         generated = _generate(bench, model_obj, plan, folder, st, run_id, this, progress)
         this.barrier()
-        if not scoring:
+        if scorer is None:
             if this.finalizes:
                 st.upsert_run(run_id, bench.name, status=GENERATED)
             return Outcome(folder, run_id, {}, generated, partial=this.jobs > 1)
@@ -125,7 +131,7 @@ def score(benchmark: str | Benchmark, images: str | os.PathLike, config: Any = N
     this = _shard(shard)
     progress = progress or no_progress
     images_dir = Path(images)
-    if not images_dir.is_dir():
+    if not (images_dir.name == "images" and (images_dir.parent / "run.json").is_file()) and not images_dir.is_dir():
         raise HarnessError(f"--images {images_dir}: no such folder")
     provenance: dict[str, Any] = {"benchmark": provenance_of("benchmarks", bench)}
     of_run = images_dir.name == "images" and (images_dir.parent / "run.json").is_file()
@@ -153,8 +159,8 @@ def score(benchmark: str | Benchmark, images: str | os.PathLike, config: Any = N
     if run_id != source_id:
         extra["scored_run"] = source_id
     scorer = bench.build_scorer()
-    scorer.resolve()
     with _store(store) as st, own_run_folder(folder, this, stage="score"):
+        scorer.resolve()
         if this.finalizes:
             open_scoring_row(st, bench.name, run_id, source_id, of_run=of_run, out=folder, images_dir=images_dir,
                              model=model_name, provenance=provenance)
@@ -310,7 +316,7 @@ def _score(bench: Benchmark, scorer: Scorer | None, items: Any, samples: list[Sa
         "benchmark": bench.name, "run_id": run_id, "label": plan.label, "scorer": plan.fingerprint,
         "scorer_hash": scorer_hash, "provenance": provenance | plan.provenance, "extra": extra | plan.extra,
         "images_dir": os.path.relpath(images_dir, out), "harness_version": __version__,
-        "stages": {s.log_name: [[_key(s, u), _name(s, u)] for u in s.units] for s in plan.stages},
+        "stages": [[s.log_name, [[_key(s, u), _name(s, u)] for u in s.units]] for s in plan.stages],
         "context": plan.context,
     }
     atomic_write_text(out / f"scoring-{scorer_hash}.json", dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -365,22 +371,23 @@ def finalize(out: Path, store: Store, *, scorer_hash: str | None = None) -> dict
                            "; score first with `harness score BENCHMARK --images ...` or `harness run`")
     manifest = load_json(paths[-1], "it is written by `harness score`; score again to rewrite it")
     stages = manifest.get("stages")
-    if not isinstance(stages, dict) or not all(isinstance(v, list) and all(isinstance(e, list) and len(e) == 2
-                                                                          for e in v) for v in stages.values()):
+    if not isinstance(stages, list) or not all(
+            isinstance(st, list) and len(st) == 2 and isinstance(st[0], str) and isinstance(st[1], list)
+            and all(isinstance(e, list) and len(e) == 2 for e in st[1]) for st in stages):
         raise HarnessError(f"{paths[-1]}: 'stages' missing or malformed; score again to rewrite it")
     bench = load_benchmark(str(manifest.get("benchmark")), None)
-    images_dir = scoring_images_dir(out, paths[-1], manifest, [name for v in stages.values() for _, name in v])
+    images_dir = scoring_images_dir(out, paths[-1], manifest, [name for _, v in stages for _, name in v])
     records: dict[str, list[dict[str, Any]]] = {}
     missing: list[str] = []
-    for log_name, expected in manifest["stages"].items():
+    for log_name, expected in stages:
         done = RecordLog(out / "records", log_name).read()
         records[log_name] = [done[key] for key, _ in expected if key in done]
         missing += [name for key, name in expected if key not in done]
     if missing:
         noun = bench.unit_nouns[1]
-        total = sum(len(v) for v in manifest["stages"].values())
-        raise IncompleteRun(f"{out}: {len(missing)} of {total} {noun} not scored yet ({listing(missing)}); rerun "
-                            f"the scoring (`harness score {bench.name} --images {images_dir}`, any number of "
+        total = sum(len(v) for _, v in stages)
+        raise IncompleteRun(f"{out}: {len(missing)} of {total} {noun} not {bench.scored_verb} yet "
+                            f"({listing(missing)}); rerun the scoring (`harness score {bench.name} --images {images_dir}`, any number of "
                             "processes) to finish", missing)
     body = bench.summarize(records, manifest)
     summary = {"benchmark": bench.name, "label": manifest["label"], "run_id": manifest["run_id"],

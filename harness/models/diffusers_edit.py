@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
+from harness.core.hub import check_weights
 from harness.core.torchenv import cpu_generators, quiet_hub_progress, resolve_device, resolve_dtype
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -99,6 +100,11 @@ class DiffusersEdit(ImageModel):
             raise HarnessError(f"--model-args pipeline={wanted!r}: diffusers {diffusers.__version__} has no such "
                                f"pipeline class{f' (did you mean {close[0]!r}?)' if close else ''}")
         return cls
+
+    def resolve(self) -> None:
+        """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
+        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
+                      what="diffusers pipeline", flag="--model-args")
 
     def load(self) -> None:
         quiet_hub_progress()

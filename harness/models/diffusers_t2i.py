@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
+from harness.core.hub import check_weights
 from harness.core.torchenv import (
     cpu_generators,
     parse_resolution,
@@ -121,6 +122,11 @@ class DiffusersText2Image(ImageModel):
                 f"class{hint}; use pipeline=auto or a class name such as StableDiffusionXLPipeline"
             )
         return cls
+
+    def resolve(self) -> None:
+        """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
+        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
+                      what="diffusers pipeline", flag="--model-args")
 
     def load(self) -> None:
         import diffusers

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
+from harness.core.hub import check_weights
 from harness.core.torchenv import (
     cpu_generators,
     parse_resolution,
@@ -116,6 +117,11 @@ class DreamLite(ImageModel):
             fp.pop("guidance", None)
             fp.pop("image_guidance", None)
         return fp
+
+    def resolve(self) -> None:
+        """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
+        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
+                      what="diffusers pipeline", flag="--model-args")
 
     def load(self) -> None:
         import diffusers

@@ -344,6 +344,9 @@ class TinyDreamLite(DreamLite):
         fp["tiny_version"] = TINY_VERSION
         return fp
 
+    def resolve(self) -> None:
+        """Nothing to check: every weight is built in code by :meth:`load`."""
+
     def load(self) -> None:
         from harness.core.datafiles import cache_dir
         from harness.core.torchenv import quiet_hub_progress

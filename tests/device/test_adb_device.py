@@ -130,7 +130,7 @@ def test_detached_run_survives_a_dropped_connection(device, adbd):
     assert b"Max RSS (KiB)" in device.read_bytes(rundir + "/time.txt")
 
 
-# -- RobustTcpTransport regressions (spec §1.9) ------------------------------------------------------------------
+# -- RobustTcpTransport regressions (docs/device.md, 'adb-shell: timeouts and the transport') --------------------
 def _server(handler):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

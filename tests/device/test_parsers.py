@@ -1,8 +1,9 @@
 """Runner parsers and device-state probes on output samples of the real tools (quoted in the tests).
 
 Samples: MNN AUTOTIME format string from ``source/core/AutoTime.cpp`` (``"%s, %d, cost time: %f ms"``),
-stable-diffusion.cpp log lines, TFLite ``benchmark_model`` and ``onnxruntime_perf_test`` output as quoted
-in spec ``device.md`` §3.1, Android 14 ``dumpsys`` formats (§3.3) and toybox ``time -v``.
+stable-diffusion.cpp log lines, TFLite ``benchmark_model`` and ``onnxruntime_perf_test`` output (formats in
+docs/device.md, 'Runner output formats'), Android 14 ``dumpsys`` formats
+('Device-state snapshots and the throttled flag') and toybox ``time -v``.
 """
 
 from __future__ import annotations

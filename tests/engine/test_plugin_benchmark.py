@@ -93,8 +93,12 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(base):
 
 def test_shards_then_merge_and_two_ranks_equal_one_process(base):
     for i in range(2):
-        out = harness(base, *RUN, "--out", "s", "--store", "s.db", "--tolerance", "1", "--shard", f"{i}/2")
+        out = harness(base, *RUN, "--out", "s", "--store", "s.db", "--shard", f"{i}/2")
         assert "harness merge" in out.stdout
+    assert "not scored yet" in harness(base, "merge", "s", "--store", "s.db").stdout
+    for i in range(2):
+        harness(base, "score", "brightness", "--images", "s/images", "--store", "s.db", "--tolerance", "1",
+                "--shard", f"{i}/2")
     merged = harness(base, "merge", "s", "--store", "s.db")
     assert "brightness" in merged.stdout
     assert summary(base / "s") == summary(base / "a")
@@ -117,7 +121,9 @@ def test_score_compare_gates_and_report(base):
     assert gated.returncode == 1 and "regression flagged in: brightness_overall" in gated.stdout
     harness(base, "report", "a", "strict", "--out", "rep", "--store", "h.db")
     page = (base / "rep" / "index.html").read_text()
-    assert page.count("brightness") >= 2 and "tolerance" in page
+    ids = [json.loads((base / name / "summary.json").read_text())["run_id"] for name in ("a", "strict")]
+    assert all(run_id in page for run_id in ids) and "<th class=l>brightness</th>" in page
+    assert "| overall | 1.000 | 0.000 |" in (base / "rep" / "summary.md").read_text()
 
 
 def test_nightly_runs_compares_and_reports_the_plugin(base):

@@ -58,11 +58,14 @@ def made(tmp_path_factory, shared_data):
     peer_spec.loader.exec_module(peer)
     root = tmp_path_factory.mktemp("pre")
     old, new = root / "old", root / "new"
+    new.mkdir()
     shutil.copytree(FIXTURES / "pre_engine", old)
     with peer.serve(port=maker.JUDGE_PORT) as server:
         maker.make(old, old, server.url)  # resume: every unit is recorded
-        asked = sum(server.state.requests.values())
+        asked = server.state.requests["/v1/chat/completions"]
         maker.make(new, new, server.url)
+        fresh = server.state.requests["/v1/chat/completions"] - asked
+    assert fresh == 9  # the same commands from scratch ask the judge once per case
     return old, new, asked
 
 

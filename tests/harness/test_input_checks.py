@@ -81,7 +81,7 @@ def test_detector_option_values_are_checked_before_loading():
 
 
 def test_geneval_options_are_checked_and_unknown_keys_named():
-    from harness.benchmarks.geneval.benchmark import parse_options
+    from harness.benchmarks.geneval.score import parse_constants as parse_options
 
     assert parse_options("threshold=0.5,max_objects=4").threshold == 0.5
     for text, message in [("threshold=abc", "threshold='abc': expected a number from 0 to 1"),
@@ -172,15 +172,16 @@ def test_json_writer_never_writes_nan():
 
 def test_geneval_summary_of_nothing_is_strict_json(tmp_path):
     """An empty scoring (no samples) has no overall score: null in summary.json, never a bare NaN."""
-    from harness.benchmarks.geneval.benchmark import GenEval
+    from harness.engine.lifecycle import finalize
     from harness.store import Store
 
     manifest = {"benchmark": "geneval", "run_id": "geneval-empty", "label": "GenEval-HF", "scorer": {},
-                "scorer_hash": "h", "provenance": {}, "extra": {}, "images_dir": "images", "score_batch_size": 1,
-                "samples": []}
+                "scorer_hash": "h", "provenance": {}, "extra": {}, "images_dir": "images", "context": {},
+                "stages": [["score-h", []]]}
+    (tmp_path / "images").mkdir()
     (tmp_path / "scoring-h.json").write_text(json.dumps(manifest))
     with Store(tmp_path / "store.db") as store:
-        GenEval().finalize(tmp_path, store)
+        finalize(tmp_path, store)
     summary = json.loads((tmp_path / "summary.json").read_text(),
                          parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
     assert summary["overall"] is None
@@ -188,8 +189,9 @@ def test_geneval_summary_of_nothing_is_strict_json(tmp_path):
 
 def test_markdown_table_cells_are_escaped(tmp_path):
     """An edit-type name from a custom rubric file stays inside its cell and never becomes HTML."""
-    from harness.reports.html import build_report, md_cell
-    from harness.reports.runs import RunData
+    from harness.api.reporting import RunData
+    from harness.api.reporting import md as md_cell
+    from harness.reports.html import build_report
 
     name = "add | <script>alert(1)</script> `x`\nnext"
     run = RunData(tmp_path, {"benchmark": "imgedit", "run_id": "r|1", "strict": {

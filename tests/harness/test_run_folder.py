@@ -263,11 +263,12 @@ def test_merge_refuses_a_scoring_manifest_that_points_elsewhere(tmp_path, capsys
         (elsewhere / index).mkdir(parents=True)
         (elsewhere / index / "metadata.jsonl").write_text((images / index / "metadata.jsonl").read_text())
     before = snapshot(images)
-    for images_dir, samples in ((os.path.relpath(elsewhere, images), manifest["samples"]),
-                                (str(elsewhere), manifest["samples"]),
-                                (".", [["00000/samples/../../../elsewhere/x.png", "00000", "0" * 64]]),
-                                (".", [["../elsewhere/00000/samples/0000.png", "..", "0" * 64]])):
-        manifest_path.write_text(json.dumps(manifest | {"images_dir": images_dir, "samples": samples}))
+    (stage, units), = manifest["stages"]
+    for images_dir, names in ((os.path.relpath(elsewhere, images), units),
+                              (str(elsewhere), units),
+                              (".", [["k", "00000/samples/../../../elsewhere/x.png"]]),
+                              (".", [["k", "../elsewhere/00000/samples/0000.png"]])):
+        manifest_path.write_text(json.dumps(manifest | {"images_dir": images_dir, "stages": [[stage, names]]}))
         err = one_line_error(capsys, main(["merge", str(images), *store]))
         assert str(manifest_path) in err
         assert {k: v for k, v in snapshot(images).items() if not k.startswith("scoring-")} == \

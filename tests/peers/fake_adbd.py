@@ -1,4 +1,5 @@
-"""A loopback adbd speaking the real ADB wire protocol, for tests (spec §2).
+"""A loopback adbd speaking the real ADB wire protocol, for tests (docs/device.md, 'ADB wire protocol' and
+'Testing without a phone').
 
 CNXN, AUTH (TOKEN / SIGNATURE checked with RSA-PKCS#1 v1.5 over a pre-hashed SHA-1 / RSAPUBLICKEY),
 OPEN/OKAY/WRTE/CLSE with one WRTE in flight per stream, ``shell:`` and ``exec:`` (real ``sh -c`` in a

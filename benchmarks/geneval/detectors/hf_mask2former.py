@@ -9,7 +9,6 @@ same architecture, *not* GenEval's official mmdet checkpoint; results are theref
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,52 +16,20 @@ from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.detectors.base import Detector, instance_postprocess, parse_scale, preprocess
 from harness.benchmarks.geneval.rules import ClassDetections
 from harness.core.errors import HarnessError
+from harness.core.hub import check_weights, not_a_folder_of
 
 if TYPE_CHECKING:
     from PIL import Image
 
 TINY_VERSION = 2
-#: a Hugging Face hub id (``name`` or ``owner/name``); anything else that is not a folder is a missing folder
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-#: seconds the hub may take to answer whether a model exists
-HUB_TIMEOUT_S = 5.0
-
-
 def not_a_model_folder(folder: Path) -> str:
-    return (f"{folder}: not a transformers model folder (no config.json); pass a folder written by "
-            "save_pretrained() or a hub id")
+    return not_a_folder_of(folder, "config.json", "transformers model",
+                           "pass a folder written by save_pretrained() or a hub id")
 
 
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set (as huggingface_hub reads them)."""
-    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(value.strip().upper() in ("1", "ON", "YES", "TRUE") for value in flags)
-
-
-def check_hub_weights(weights: str, revision: str | None = None, timeout: float = HUB_TIMEOUT_S) -> None:
-    """In seconds, without loading: ``weights`` is a model folder, or a hub id in the Hugging Face cache, or (when
-    online) a hub id whose ``config.json`` the hub serves. Otherwise one line naming the fix."""
-    fix = "pass --detector-args weights=LOCAL_FOLDER (a folder written by save_pretrained())"
-    local = Path(weights).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise HarnessError(not_a_model_folder(local))
-        return
-    if not _HUB_ID.fullmatch(weights):
-        raise HarnessError(f"--detector-args weights={weights}: no such folder; {fix} or a hub id")
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(weights, "config.json", revision=revision), str):
-        return
-    if hub_offline():
-        raise HarnessError(f"--detector-args weights={weights}: not in the Hugging Face cache and the hub is off "
-                           f"(HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); {fix}")
-    try:
-        get_hf_file_metadata(hf_hub_url(weights, "config.json", revision=revision), timeout=timeout)
-    except Exception as exc:  # network, HTTP and hub errors: their classes differ between hub versions
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise HarnessError(f"--detector-args weights={weights}: the Hugging Face hub does not serve it "
-                           f"({type(exc).__name__}: {reason}); offline, {fix}") from None
+def check_hub_weights(weights: str, revision: str | None = None) -> None:
+    """In seconds, without loading: a transformers model folder, or a hub id cached (offline) or served."""
+    check_weights(weights, revision, marker="config.json", what="transformers model", flag="--detector-args")
 
 
 class HFMask2Former(Detector):
@@ -189,7 +156,6 @@ class TinyMask2Former(HFMask2Former):
 
 def build_tiny_mask2former(folder: str | Path, seed: int = 0) -> Path:
     """Build, save (atomically, via a temp folder) and return a tiny 80-class Mask2Former."""
-    import os
     import tempfile
 
     import torch

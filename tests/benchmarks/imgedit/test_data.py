@@ -48,7 +48,7 @@ def test_pre_june_file_scores_alter_with_the_adjust_rubric(imgedit_data: Path, t
     assert cs.label == "ImgEdit-Basic (pre-2025-06-16)" and cs.provenance["cases"]["sha256"].startswith("1a0463aa")
     current = {c.key: c.prompt for c in load_case_set("official", data_dir=str(imgedit_data),
                                                         source_root=str(tmp_path)).cases}
-    assert sum(current[c.key] != c.prompt for c in cs.cases) == 57  # imgedit.md §2.1
+    assert sum(current[c.key] != c.prompt for c in cs.cases) == 57  # docs/imgedit.md, 'Data files and versions'
 
 
 def test_alter_in_a_current_style_file_is_one_line_error(imgedit_data: Path, tmp_path: Path) -> None:

@@ -311,7 +311,7 @@ def test_no_marked_secret_in_output_logs_run_folders_store_or_cache(peer, tmp_pa
     assert "DEBUG" in judged.stderr  # -v logs were written
     assert refused.returncode == 2 and "judge endpoint http://***@127.0.0.1:" in refused.stderr
     assert "?api_key=*** refused the API key (HTTP 401)" in refused.stderr
-    assert unknown.returncode == 2 and "HTTP 404" in unknown.stderr and "gpt-5-nonexistent" in unknown.stderr
+    assert unknown.returncode == 2 and "does not serve model 'gpt-5-nonexistent'" in unknown.stderr
     assert edited.returncode == 0 and api_refused.returncode == 2 and "HTTP 401" in api_refused.stderr
     for out in (judged, refused, unknown, edited, api_refused):
         for secret in secrets:

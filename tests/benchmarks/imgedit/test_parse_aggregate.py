@@ -45,7 +45,8 @@ def test_strict_parser_counts_bad_answers_with_a_reason(answer: str, reason: str
 
 
 def test_official_parser_is_split_and_isdigit() -> None:
-    # imgedit.md §3.4: bold, "/5", "4." and "4 (good)" are all rejected; a 10 is accepted; partial means kept
+    # docs/imgedit.md, 'Official parser (parity)': bold, "/5", "4." and "4 (good)" are rejected; a 10 is accepted;
+    # partial means kept
     assert parse_official(PLAIN) == [4, 3, 2]
     assert parse_official("**Prompt Compliance:** 4\nVisual Naturalness: 4/5\nA: 4.\nB: 4 (good)") == []
     assert parse_official("Prompt Compliance: 10\nVisual Naturalness: 3") == [10, 3]
@@ -125,7 +126,8 @@ def test_parity_matches_the_official_code_on_recorded_answers(imgedit_data: Path
 
 
 def test_parity_overall_reproduces_the_leaderboard_rule() -> None:
-    """Overall = unweighted mean of the 9 rounded per-type scores: MagicBrush's row gives 1.83 (imgedit.md §5.1)."""
+    """Overall = unweighted mean of the 9 rounded per-type scores: MagicBrush's row gives 1.83
+    (docs/imgedit.md, 'Per type and overall')."""
     row = dict(zip(TYPE_ORDER, [2.84, 1.58, 1.51, 1.97, 1.58, 1.75, 2.38, 1.62, 1.22], strict=True))
     records = []
     for t, target in row.items():  # 100 one-score answers per type whose official mean is the published score

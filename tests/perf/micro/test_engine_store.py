@@ -59,7 +59,7 @@ def scored_run(tmp_path: Path, scored_records: list[dict[str, Any]]) -> tuple[Pa
         "benchmark": "geneval", "run_id": RUN_ID, "label": "GenEval-HF", "scorer": SCORER, "scorer_hash": scorer_hash,
         "provenance": {"benchmark": {"name": "geneval"}}, "images_dir": "images", "harness_version": __version__,
         "extra": {"prompt_set": {"name": "official", "indices": 553}, "expected_images": IMAGES},
-        "stages": {stage: [[r["key"], r["image"]] for r in scored_records]}, "context": {},
+        "stages": [[stage, [[r["key"], r["image"]] for r in scored_records]]], "context": {},
     }
     atomic_write_text(out / f"scoring-{scorer_hash}.json", dumps(manifest, indent=1, sort_keys=True) + "\n")
     return out, scorer_hash
