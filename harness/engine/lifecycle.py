@@ -387,8 +387,8 @@ def finalize(out: Path, store: Store, *, scorer_hash: str | None = None) -> dict
         noun = bench.unit_nouns[1]
         total = sum(len(v) for _, v in stages)
         raise IncompleteRun(f"{out}: {len(missing)} of {total} {noun} not {bench.scored_verb} yet "
-                            f"({listing(missing)}); rerun the scoring (`harness score {bench.name} --images {images_dir}`, any number of "
-                            "processes) to finish", missing)
+                            f"({listing(missing)}); rerun the scoring (`harness score {bench.name} --images "
+                            f"{images_dir}`, any number of processes) to finish", missing)
     body = bench.summarize(records, manifest)
     summary = {"benchmark": bench.name, "label": manifest["label"], "run_id": manifest["run_id"],
                "scorer_hash": manifest["scorer_hash"], **body, **manifest["extra"],

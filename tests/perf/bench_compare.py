@@ -16,29 +16,28 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))  # synthetic_runs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_aa(root: Path) -> int:
     import torch
 
-    from harness.benchmarks.geneval.benchmark import GenEval
-    from harness.cli import _stage_parser
+    from harness.engine.lifecycle import evaluate
     from harness.models.tiny import TinyDreamLite
     from harness.reports.regression import compare_runs
     from harness.reports.runs import load_run
     from harness.store import Store
 
     torch.set_num_threads(1)
-    bench, model = GenEval(), TinyDreamLite()
+    model = TinyDreamLite()
     flags = 0
     with Store(root / "h.db") as store:
         outs = []
         for seed in range(42, 63):
-            args = _stage_parser("run", "geneval", bench).parse_args(
-                ["--model", "tiny", "--prompts", "demo", "--detector", "tiny", "--clip", "tiny", "--seed", str(seed),
-                 "--out", str(root / f"tiny{seed}")])
-            outs.append(bench.run(args, model, store=store, provenance={}).out)
+            config = {"prompts": "demo", "detector": "tiny", "clip": "tiny", "seed": seed}
+            outs.append(evaluate("geneval", model, config, out=root / f"tiny{seed}", store=store).out)
     base = load_run(str(outs[0]))
     for out in outs[1:]:
         comps, _ = compare_runs(base, load_run(str(out)))

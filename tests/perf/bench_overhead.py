@@ -35,7 +35,7 @@ def main() -> int:
 
     from harness.benchmarks.geneval.benchmark import GenEval
     from harness.benchmarks.geneval.prompts import load_prompts
-    from harness.cli import _stage_parser
+    from harness.engine.lifecycle import evaluate
     from harness.models.tiny import TinyDreamLite
     from harness.store import Store
 
@@ -45,18 +45,15 @@ def main() -> int:
     pipe = model.pipe
     kwargs = model._call_kwargs({})
     items = load_prompts("demo").select(None, opts.limit)
-    bench = GenEval()
+    bench = GenEval(prompts="demo", limit=opts.limit)
     harness_times, bare_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = Store(root / "h.db")
         for rep in range(opts.repeats + 1):  # the first round warms caches and is discarded
             out = root / f"h{rep}"
-            args = _stage_parser("run", "geneval", bench).parse_args(
-                ["--model", "tiny", "--prompts", "demo", "--no-score", "--out", str(out)]
-                + (["--limit", str(opts.limit)] if opts.limit else []))
             start = time.perf_counter()
-            outcome = bench.run(args, model, store=store, provenance={})
+            outcome = evaluate(bench, model, out=out, store=store, score=False)
             h = time.perf_counter() - start
             assert outcome.generated == len(items) * 4
 
