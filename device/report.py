@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.api.reporting import Paired, PublishedTable, Reportable, RunData, Section, esc, fmt, md
+from harness.api.reporting import Paired, PublishedTable, Reportable, RunData, Section, esc, fmt, md, svg_of
 
 #: what names one measured configuration (the pairing key of a comparison)
 CONFIG_KEYS = ("variant", "runtime", "backend", "precision", "steps", "height", "width")
@@ -111,8 +111,6 @@ def _tables(run: RunData) -> tuple[str, str]:
 
 def latency_vs_steps(summary: Any) -> str:
     """Median end-to-end latency against steps, one line per (variant, resolution), as inline SVG."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,8 +125,4 @@ def latency_vs_steps(summary: Any) -> str:
     ax.set_xlabel("steps")
     ax.set_ylabel("median e2e ms")
     ax.legend(fontsize=7)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return svg_of(fig)

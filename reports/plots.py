@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
+
+from harness.api.reporting import svg_of
 
 
 def history(frame: Any, metric: str | None = None, subset: str = "overall") -> str:
@@ -29,8 +30,4 @@ def history(frame: Any, metric: str | None = None, subset: str = "overall") -> s
     ax.set_ylabel(f"{metric or 'overall'} ({subset})")
     ax.set_xlabel("run (oldest → newest)")
     ax.legend(fontsize=7)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return svg_of(fig)

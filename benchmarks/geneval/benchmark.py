@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
-from harness.api.reporting import Paired, PublishedTable, RunData, Section
+from harness.benchmarks.geneval import report
+from harness.benchmarks.geneval import summary as tables
 from harness.benchmarks.geneval.prompts import PromptItem, load_prompts, prompt_folder
 from harness.benchmarks.geneval.rules import TAGS
 from harness.benchmarks.geneval.score import GenEvalScorer
-from harness.core.errors import HarnessError
 from harness.core.fsio import atomic_write_text
 from harness.core.hashing import content_hash
 from harness.core.jsonio import dumps, load_json
@@ -158,9 +158,7 @@ class GenEval(Benchmark):
                          provenance={"detector": provenance_of("detectors", scorer.detector_cls)})
 
     def summarize(self, records: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> dict[str, Any]:
-        from harness.benchmarks.geneval.summary import summarize
-
-        return {"scorer": manifest["scorer"], **summarize(next(iter(records.values())))}
+        return {"scorer": manifest["scorer"], **tables.summarize(next(iter(records.values())))}
 
     def write_results(self, records: dict[str, list[dict[str, Any]]], out: Path, images_dir: Path,
                       manifest: dict[str, Any]) -> None:
@@ -168,43 +166,12 @@ class GenEval(Benchmark):
 
         write_results(next(iter(records.values())), images_dir, out / "results.jsonl")
 
-    def metric_rows(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
-        from harness.benchmarks.geneval.summary import metric_rows
-
-        return metric_rows(summary)
-
-    def format_summary(self, summary: dict[str, Any]) -> str:
-        from harness.benchmarks.geneval.summary import format_table
-
-        return format_table(summary)
+    metric_rows = staticmethod(tables.metric_rows)
+    format_summary = staticmethod(tables.format_table)
 
     # -- comparison and reports --------------------------------------------------------------------------
-    @classmethod
-    def paired_scores(cls, run: RunData) -> Paired:
-        """Per prompt folder, its tag and each image's verdict (1.0 correct), from ``results.jsonl``."""
-        items: dict[str, tuple[str, dict[str, float]]] = {}
-        for r in run.results:
-            parts = Path(r["filename"]).parts
-            if len(parts) < 3:
-                raise HarnessError(f"{run.out / 'results.jsonl'}: filename {r['filename']!r} is not "
-                                   ".../NNNNN/samples/FILE.png; rerun `harness merge {run.out}`")
-            items.setdefault(parts[-3], (r["tag"], {}))[1][parts[-1]] = float(bool(r["correct"]))
-        return Paired(items)
+    paired_scores = staticmethod(report.paired_scores)
+    summary_rows = staticmethod(report.summary_rows)
 
-    @classmethod
-    def summary_rows(cls, run: RunData) -> list[tuple[str, Any, Any, str]]:
-        from harness.benchmarks.geneval.report import summary_rows
-
-        return summary_rows(run)
-
-    @classmethod
-    def report_section(cls, runs: Sequence[RunData], out_dir: Path, grid_limit: int | None) -> Section:
-        from harness.benchmarks.geneval.report import section
-
-        return section(runs, out_dir, grid_limit)
-
-    @classmethod
-    def published(cls) -> list[PublishedTable]:
-        from harness.benchmarks.geneval.report import published
-
-        return published()
+    report_section = staticmethod(report.section)
+    published = staticmethod(report.published)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.api.benchmark import select_by_subset
 from harness.benchmarks.geneval.classes import CLASS_NAMES
 from harness.benchmarks.geneval.rules import TAGS, validate_metadata
 from harness.core.datafiles import DataFile, fetch, sha256_file
@@ -85,22 +86,8 @@ class PromptSet:
 
     def select(self, tags: Sequence[str] | None = None, limit: int | None = None) -> list[PromptItem]:
         """Prompts of the given tags (all if None), the first ``limit`` of each tag if given."""
-        if tags:
-            unknown = sorted(set(tags) - set(TAGS))
-            if unknown:
-                raise HarnessError(f"--tags: unknown tag(s) {', '.join(unknown)}; known: {', '.join(TAGS)}")
-        if limit is not None and limit < 1:
-            raise HarnessError(f"--limit {limit}: must be >= 1 (prompts per tag); leave it out for all prompts")
-        chosen: list[PromptItem] = []
-        per_tag: dict[str, int] = {}
-        for item in self.items:
-            if tags and item.tag not in tags:
-                continue
-            if limit is not None and per_tag.get(item.tag, 0) >= limit:
-                continue
-            per_tag[item.tag] = per_tag.get(item.tag, 0) + 1
-            chosen.append(item)
-        return chosen
+        return select_by_subset(self.items, lambda item: item.tag, tags, limit, flag="--tags", subset_noun="tag",
+                                known=TAGS)
 
 
 def parse_metadata_lines(lines: Sequence[str], source: str) -> tuple[PromptItem, ...]:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import PublishedTable, RunData, Section, bars_svg, esc, image_cell, summary_table
+from harness.api.reporting import Paired, PublishedTable, RunData, Section, bars_svg, esc, image_cell, summary_table
+from harness.core.errors import HarnessError
 
 COLUMNS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -36,6 +37,18 @@ GENEVAL: dict[str, tuple[float | None, ...] | tuple] = {
     "DreamLite (0.39B)": (0.72, None, None, None, None, None, None,
                           "P: arXiv 2603.28713 abstract; per-tag not published; base vs mobile not stated"),
 }
+
+
+def paired_scores(run: RunData) -> Paired:
+    """Per prompt folder, its tag and each image's verdict (1.0 correct), from ``results.jsonl``."""
+    items: dict[str, tuple[str, dict[str, float]]] = {}
+    for r in run.results:
+        parts = Path(r["filename"]).parts
+        if len(parts) < 3:
+            raise HarnessError(f"{run.out / 'results.jsonl'}: filename {r['filename']!r} is not "
+                               ".../NNNNN/samples/FILE.png; rerun `harness merge {run.out}`")
+        items.setdefault(parts[-3], (r["tag"], {}))[1][parts[-1]] = float(bool(r["correct"]))
+    return Paired(items)
 
 
 def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
-from harness.api.reporting import Paired, PublishedTable, RunData, Section
+from harness.benchmarks.imgedit import aggregate, report, results
 from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
 from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
 from harness.core.errors import HarnessError
@@ -275,64 +275,27 @@ class ImgEdit(Benchmark):
                          provenance={"judge": provenance_of("judges", scorer)})
 
     def summarize(self, records: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> dict[str, Any]:
-        from harness.benchmarks.imgedit.results import summarize
-
         stages = list(records.values())
-        return summarize(stages[0], manifest["context"], manifest["scorer"], stages[1] if len(stages) > 1 else None)
+        return results.summarize(stages[0], manifest["context"], manifest["scorer"],
+                                 stages[1] if len(stages) > 1 else None)
 
     def write_results(self, records: dict[str, list[dict[str, Any]]], out: Path, images_dir: Path,
                       manifest: dict[str, Any]) -> None:
-        from harness.benchmarks.imgedit.results import write_results
+        results.write_results(next(iter(records.values())), out)
 
-        write_results(next(iter(records.values())), out)
-
-    def store_rows(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        from harness.benchmarks.imgedit.results import store_rows
-
-        return store_rows(records)
-
-    def metric_rows(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
-        from harness.benchmarks.imgedit.aggregate import metric_rows
-
-        return metric_rows(summary)
+    store_rows = staticmethod(results.store_rows)
+    metric_rows = staticmethod(aggregate.metric_rows)
+    format_summary = staticmethod(aggregate.format_table)
 
     def fresh_scoring(self, out: Path) -> dict[str, Any]:
         return {"judge_cache": str(out / "fresh-judge-cache.db")}
 
-    def format_summary(self, summary: dict[str, Any]) -> str:
-        from harness.benchmarks.imgedit.aggregate import format_table
-
-        return format_table(summary)
-
     # -- comparison and reports --------------------------------------------------------------------------
-    @classmethod
-    def paired_scores(cls, run: RunData) -> Paired:
-        """Per case, its edit type and the mean of its three judge scores (scored cases only)."""
-        items: dict[str, tuple[str, dict[str, float]]] = {}
-        for r in run.results:
-            if r.get("status") == "scored" and r.get("scores"):
-                items[r["case"]] = (r["edit_type"], {"mean": sum(r["scores"]) / len(r["scores"])})
-        return Paired(items)
+    paired_scores = staticmethod(report.paired_scores)
+    summary_rows = staticmethod(report.summary_rows)
 
-    @classmethod
-    def summary_rows(cls, run: RunData) -> list[tuple[str, Any, Any, str]]:
-        strict = run.summary.get("strict") or {}
-        rows = [("overall", run.summary.get("overall"), None, f"mode {run.summary.get('mode')}")]
-        rows += [(t, row.get("score"), None, f"{row.get('scored')}/{row.get('cases')} scored")
-                 for t, row in (strict.get("types") or {}).items()]
-        return rows
-
-    @classmethod
-    def report_section(cls, runs: Sequence[RunData], out_dir: Path, grid_limit: int | None) -> Section:
-        from harness.benchmarks.imgedit.report import section
-
-        return section(runs, out_dir, grid_limit)
-
-    @classmethod
-    def published(cls) -> list[PublishedTable]:
-        from harness.benchmarks.imgedit.report import published
-
-        return published()
+    report_section = staticmethod(report.section)
+    published = staticmethod(report.published)
 
 
 # -- scoring units and the judge stage ------------------------------------------------------------------------

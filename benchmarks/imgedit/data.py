@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.api.benchmark import select_by_subset
 from harness.core.datafiles import DataFile, cache_dir, fetch, sha256_file
 from harness.core.errors import HarnessError
 from harness.core.paths import inside, safe_name, safe_relpath
@@ -69,23 +70,8 @@ class CaseSet:
 
     def select(self, types: list[str] | None, limit: int | None) -> list[Case]:
         """Cases of these types (all if None), at most ``limit`` per type, in file order."""
-        known = sorted({c.edit_type for c in self.cases})
-        if types:
-            unknown = [t for t in types if t not in known]
-            if unknown:
-                raise HarnessError(f"--types: unknown edit type(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        if limit is not None and limit < 1:
-            raise HarnessError("--limit must be >= 1")
-        taken: dict[str, int] = {}
-        out = []
-        for case in self.cases:
-            if types and case.edit_type not in types:
-                continue
-            if limit is not None and taken.get(case.edit_type, 0) >= limit:
-                continue
-            taken[case.edit_type] = taken.get(case.edit_type, 0) + 1
-            out.append(case)
-        return out
+        return select_by_subset(self.cases, lambda case: case.edit_type, types, limit, flag="--types",
+                                subset_noun="edit type")
 
     def source_path(self, case: Case) -> Path:
         """The case's source image, resolved and refused if it leaves the source root (links included)."""

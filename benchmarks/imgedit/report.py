@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from harness.api.reporting import PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
+from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
 
 #: ImgEdit overall (GPT-4.1-judged leaderboard unless noted) -> (score, source)
 IMGEDIT: dict[str, tuple[float, str]] = {
@@ -19,6 +20,24 @@ IMGEDIT: dict[str, tuple[float, str]] = {
     "LongCat-Image-Edit": (4.49, "P: DreamLite README table"),
     "VIBE": (3.85, "P: DreamLite README table"),
 }
+
+
+def paired_scores(run: RunData) -> Paired:
+    """Per case, its edit type and the mean of its three judge scores (scored cases only)."""
+    items: dict[str, tuple[str, dict[str, float]]] = {}
+    for r in run.results:
+        if r.get("status") == "scored" and r.get("scores"):
+            items[r["case"]] = (r["edit_type"], {"mean": sum(r["scores"]) / len(r["scores"])})
+    return Paired(items)
+
+
+def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
+    """``(edit type, strict score, -, counts)``: the headline overall first."""
+    strict = run.summary.get("strict") or {}
+    rows = [("overall", run.summary.get("overall"), None, f"mode {run.summary.get('mode')}")]
+    rows += [(t, row.get("score"), None, f"{row.get('scored')}/{row.get('cases')} scored")
+             for t, row in (strict.get("types") or {}).items()]
+    return rows
 
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:

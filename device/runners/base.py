@@ -65,6 +65,22 @@ class Runner:
         raise NotImplementedError
 
 
+class TextRunner(Runner):
+    """A runner whose tool reports on stdout/stderr: subclasses set ``parse_text`` (text → :class:`ParsedRun`)
+    and ``marks_warmup`` when the tool does not say which iterations were warm-up."""
+
+    #: whether the first ``warmup_iters`` iterations are flagged here (the tool does not flag them itself)
+    marks_warmup: ClassVar[bool] = True
+
+    @staticmethod
+    def parse_text(text: str) -> ParsedRun:
+        raise NotImplementedError
+
+    def parse(self, files: dict[str, bytes], warmup_iters: int = 0) -> ParsedRun:
+        run = self.parse_text(text_of(files, "stdout.txt") + "\n" + text_of(files, "stderr.txt"))
+        return mark_warmup(run, warmup_iters) if self.marks_warmup else run
+
+
 def text_of(files: dict[str, bytes], name: str) -> str:
     """A pulled file as text (empty if absent); ``\\r`` progress redraws become line breaks."""
     return files.get(name, b"").decode("utf-8", errors="replace").replace("\r", "\n")

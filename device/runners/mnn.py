@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from harness.device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
+from harness.device.runners.base import Iteration, ParsedRun, TextRunner
 
 AUTOTIME = re.compile(r"^\s*(?P<stage>\w+), \d+, cost time: (?P<ms>[\d.]+) ms\s*$", re.M)
 
@@ -48,12 +48,10 @@ def parse_mnn(text: str) -> ParsedRun:
     return run
 
 
-class MnnRunner(Runner):
+class MnnRunner(TextRunner):
     """MNN's diffusion demos; warm-up generations are the first ``warmup_iters``."""
 
     name: ClassVar[str] = "mnn"
     version: ClassVar[str] = "1"
 
-    def parse(self, files: dict[str, bytes], warmup_iters: int = 0) -> ParsedRun:
-        return mark_warmup(parse_mnn(text_of(files, "stdout.txt") + "\n" + text_of(files, "stderr.txt")),
-                           warmup_iters)
+    parse_text = staticmethod(parse_mnn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from harness.device.runners.base import Iteration, ParsedRun, Runner, mark_warmup, text_of
+from harness.device.runners.base import Iteration, ParsedRun, TextRunner
 
 STAGE = re.compile(r"(get_learned_condition|sampling|decode_first_stage|loading tensors) completed, "
                    r"taking ([\d.]+) ?(ms|s)\b")
@@ -51,12 +51,10 @@ def parse_sdcpp(text: str) -> ParsedRun:
     return run
 
 
-class SdCppRunner(Runner):
+class SdCppRunner(TextRunner):
     """stable-diffusion.cpp's ``sd`` CLI."""
 
     name: ClassVar[str] = "sdcpp"
     version: ClassVar[str] = "1"
 
-    def parse(self, files: dict[str, bytes], warmup_iters: int = 0) -> ParsedRun:
-        return mark_warmup(parse_sdcpp(text_of(files, "stdout.txt") + "\n" + text_of(files, "stderr.txt")),
-                           warmup_iters)
+    parse_text = staticmethod(parse_sdcpp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from harness.device.runners.base import ParsedRun, Runner, text_of
+from harness.device.runners.base import ParsedRun, TextRunner
 
 TFL_TIMINGS = re.compile(r"Init: ([\d.]+), First inference: ([\d.]+), Warmup \(avg\): ([\d.eE+-]+|nan), "
                          r"Inference \(avg\): ([\d.]+)")
@@ -71,19 +71,19 @@ def parse_ort(text: str) -> ParsedRun:
     return run
 
 
-class TfliteRunner(Runner):
+class TfliteRunner(TextRunner):
     """TFLite ``benchmark_model`` (binary)."""
 
     name: ClassVar[str] = "tflite"
 
-    def parse(self, files: dict[str, bytes], warmup_iters: int = 0) -> ParsedRun:
-        return parse_tflite(text_of(files, "stdout.txt") + "\n" + text_of(files, "stderr.txt"))
+    marks_warmup = False
+    parse_text = staticmethod(parse_tflite)
 
 
-class OrtRunner(Runner):
+class OrtRunner(TextRunner):
     """ONNX Runtime ``onnxruntime_perf_test``."""
 
     name: ClassVar[str] = "ort"
 
-    def parse(self, files: dict[str, bytes], warmup_iters: int = 0) -> ParsedRun:
-        return parse_ort(text_of(files, "stdout.txt") + "\n" + text_of(files, "stderr.txt"))
+    marks_warmup = False
+    parse_text = staticmethod(parse_ort)

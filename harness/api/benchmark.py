@@ -26,7 +26,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from harness.api.reporting import Reportable
 from harness.api.scorer import Scorer
@@ -162,6 +162,33 @@ class ScorePlan:
     @property
     def scorer_hash(self) -> str:
         return content_hash(self.fingerprint, 12)
+
+
+T = TypeVar("T")
+
+
+def select_by_subset(items: Sequence[T], subset_of: Callable[[T], str], wanted: Sequence[str] | None,
+                     limit: int | None, *, flag: str, subset_noun: str, known: Sequence[str] | None = None) -> list[T]:
+    """The items of the ``wanted`` subsets (all if None), at most ``limit`` per subset, in their order.
+
+    An unknown subset and a ``limit`` below 1 are one-line errors naming ``flag`` (``--tags``) and ``--limit``.
+    """
+    known = sorted({subset_of(x) for x in items}) if known is None else list(known)
+    if wanted:
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise HarnessError(f"{flag}: unknown {subset_noun}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if limit is not None and limit < 1:
+        raise HarnessError(f"--limit {limit}: must be >= 1 (per {subset_noun}); leave it out for all")
+    taken: dict[str, int] = {}
+    chosen = []
+    for item in items:
+        subset = subset_of(item)
+        if (wanted and subset not in wanted) or (limit is not None and taken.get(subset, 0) >= limit):
+            continue
+        taken[subset] = taken.get(subset, 0) + 1
+        chosen.append(item)
+    return chosen
 
 
 @dataclass

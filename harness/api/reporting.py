@@ -252,8 +252,6 @@ def summary_table(title: str, runs: Sequence[RunData], rows_of: Any) -> tuple[st
 
 def bars_svg(runs: Sequence[RunData], subsets: Sequence[str], rows_of: Any, *, ylabel: str = "score") -> str:
     """Grouped bars per subset for each run, with 95% intervals where the rows have them (inline SVG)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,6 +274,15 @@ def bars_svg(runs: Sequence[RunData], subsets: Sequence[str], rows_of: Any, *, y
     ax.set_xticklabels(subsets, rotation=20, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
+    return svg_of(fig)
+
+
+def svg_of(fig: Any) -> str:
+    """A matplotlib figure as an inline ``<svg>`` element (the figure is closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)

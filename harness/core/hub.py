@@ -56,3 +56,20 @@ def check_weights(weights: str, revision: str | None, *, marker: str, what: str,
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise HarnessError(f"{flag} weights={weights}: the Hugging Face hub does not serve it "
                            f"({type(exc).__name__}: {reason}); offline, {fix}") from None
+
+
+def check_pipeline_weights(options: dict) -> None:
+    """A diffusers model adapter's ``weights`` (and ``revision``), checked as :func:`check_weights` does."""
+    check_weights(str(options["weights"]), options.get("revision"), marker="model_index.json",
+                  what="diffusers pipeline", flag="--model-args")
+
+
+def pipeline_source(weights: str, revision: str | None) -> tuple[str, str | None]:
+    """``(weights, revision)`` to pass to ``from_pretrained``: a local pipeline folder (no revision) or a hub id."""
+    local = Path(weights).expanduser()
+    if not local.exists():
+        return weights, revision
+    if not (local / "model_index.json").is_file():
+        raise HarnessError(not_a_folder_of(local, "model_index.json", "diffusers pipeline",
+                                           "pass a folder written by save_pretrained() or a hub id"))
+    return str(local), None  # a revision means nothing for a local folder

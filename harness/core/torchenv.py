@@ -64,3 +64,13 @@ def quiet_hub_progress() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+
+
+def pipeline_runtime(options: dict) -> tuple[str, Any, str, str | None]:
+    """``(device, dtype, weights, revision)`` of a diffusers model adapter's options, hub progress bars off."""
+    from harness.core.hub import pipeline_source
+
+    quiet_hub_progress()
+    device = resolve_device(options["device"])
+    weights, revision = pipeline_source(str(options["weights"]), options.get("revision"))
+    return device, resolve_dtype(options["dtype"], device), weights, revision

@@ -20,13 +20,12 @@ import difflib
 import inspect
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
-from harness.core.hub import check_weights
-from harness.core.torchenv import cpu_generators, quiet_hub_progress, resolve_device, resolve_dtype
+from harness.core.hub import check_pipeline_weights
+from harness.core.torchenv import cpu_generators, pipeline_runtime, resolve_device, resolve_dtype
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "weights": None,
@@ -103,21 +102,10 @@ class DiffusersEdit(ImageModel):
 
     def resolve(self) -> None:
         """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
-        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
-                      what="diffusers pipeline", flag="--model-args")
+        check_pipeline_weights(self.options)
 
     def load(self) -> None:
-        quiet_hub_progress()
-        device = resolve_device(self.options["device"])
-        dtype = resolve_dtype(self.options["dtype"], device)
-        weights = str(self.options["weights"])
-        local = Path(weights).expanduser()
-        revision = self.options["revision"]
-        if local.exists():
-            if not (local / "model_index.json").is_file():
-                raise HarnessError(f"{local}: not a diffusers pipeline folder (no model_index.json); pass a folder "
-                                   "written by save_pretrained() or a hub id")
-            weights, revision = str(local), None
+        device, dtype, weights, revision = pipeline_runtime(self.options)
         if self.options["cpu_offload"] and device == "cpu":
             raise HarnessError("--model-args cpu_offload=true needs an accelerator (device is cpu)")
         try:

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
-from harness.core.hub import check_weights
+from harness.core.hub import check_pipeline_weights
 from harness.core.torchenv import (
     cpu_generators,
     parse_resolution,
+    pipeline_runtime,
     resolve_device,
     resolve_dtype,
 )
@@ -125,25 +125,12 @@ class DiffusersText2Image(ImageModel):
 
     def resolve(self) -> None:
         """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
-        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
-                      what="diffusers pipeline", flag="--model-args")
+        check_pipeline_weights(self.options)
 
     def load(self) -> None:
         import diffusers
 
-        device = resolve_device(self.options["device"])
-        dtype = resolve_dtype(self.options["dtype"], device)
-        weights = str(self.options["weights"])
-        local = Path(weights).expanduser()
-        if local.exists():
-            if not (local / "model_index.json").is_file():
-                raise HarnessError(
-                    f"{local}: not a diffusers pipeline folder (no model_index.json); "
-                    "pass a folder written by save_pretrained() or a hub id"
-                )
-            weights, revision = str(local), None  # a revision means nothing for a local folder
-        else:
-            revision = self.options["revision"]
+        device, dtype, weights, revision = pipeline_runtime(self.options)
         if self.options["cpu_offload"] and device == "cpu":
             raise HarnessError(
                 "--model-args cpu_offload=true needs an accelerator (device is cpu); drop cpu_offload or set "

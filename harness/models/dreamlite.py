@@ -14,16 +14,15 @@ feed part of the system prompt to the UNet (or drop user tokens), so it fails lo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.model import ImageModel
 from harness.core.errors import HarnessError
-from harness.core.hub import check_weights
+from harness.core.hub import check_pipeline_weights
 from harness.core.torchenv import (
     cpu_generators,
     parse_resolution,
-    quiet_hub_progress,
+    pipeline_runtime,
     resolve_device,
     resolve_dtype,
 )
@@ -120,26 +119,12 @@ class DreamLite(ImageModel):
 
     def resolve(self) -> None:
         """The weights, in seconds: a diffusers pipeline folder, or a hub id cached (offline) or served."""
-        check_weights(str(self.options["weights"]), self.options.get("revision"), marker="model_index.json",
-                      what="diffusers pipeline", flag="--model-args")
+        check_pipeline_weights(self.options)
 
     def load(self) -> None:
         import diffusers
 
-        quiet_hub_progress()
-        device = resolve_device(self.options["device"])
-        dtype = resolve_dtype(self.options["dtype"], device)
-        weights = str(self.options["weights"])
-        local = Path(weights)
-        if local.exists():
-            if not (local / "model_index.json").is_file():
-                raise HarnessError(
-                    f"{local}: not a diffusers pipeline folder (no model_index.json); pass a folder written by "
-                    f"{self.pipeline_class}.save_pretrained() or a hub id such as {self.default_weights}"
-                )
-            revision = None
-        else:
-            revision = self.options["revision"]
+        device, dtype, weights, revision = pipeline_runtime(self.options)
         cls = getattr(diffusers, self.pipeline_class)
         try:
             pipe = cls.from_pretrained(weights, revision=revision, dtype=dtype)

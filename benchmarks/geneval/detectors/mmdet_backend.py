@@ -142,8 +142,8 @@ def build_mmdet_model(arch: Arch = SWIN_S, device: str = "cpu", config_path: str
 class MMDetMask2Former(Detector):
     """mmdet's ``inference_detector`` on the official checkpoint, one image per call, 2.x pre-processing."""
 
-    name: ClassVar[str] = "mmdet"
     label: ClassVar[str] = "GenEval (official detector)"
+    name: ClassVar[str] = "mmdet"
     defaults: ClassVar[dict[str, Any]] = {
         "weights": "official",
         "sha256": OFFICIAL_SHA256_PREFIX,
