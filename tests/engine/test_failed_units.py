@@ -4,6 +4,7 @@ tried again by the next run; the images of its batch that were made are kept as 
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 from PIL import Image
 
@@ -18,7 +19,7 @@ class Flaky(ImageModel):
 
     name = "flaky"
     capabilities = frozenset({"generate"})
-    defaults = {"fail_on": ""}
+    defaults: ClassVar[dict[str, str]] = {"fail_on": ""}
     unhashed_options = frozenset({"fail_on"})
 
     def generate(self, prompts, seeds, **sampler):
@@ -66,7 +67,7 @@ class FlakyEdit(ImageModel):
 
     name = "flaky-edit"
     capabilities = frozenset({"edit"})
-    defaults = {"fail_on": ""}
+    defaults: ClassVar[dict[str, str]] = {"fail_on": ""}
     unhashed_options = frozenset({"fail_on"})
 
     def edit(self, images, instructions, seeds, **sampler):
