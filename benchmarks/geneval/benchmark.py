@@ -148,7 +148,7 @@ class GenEval(Benchmark):
         from harness.registry import provenance_of
 
         metadata = {item.folder: item.metadata for item in items}
-        units = sorted((Scored(s.path, s.item_id, metadata[s.item_id], s.sha256) for s in samples),
+        units = sorted((Scored(s.path, s.item_id, metadata[s.item_id], s.sha256, s.failure) for s in samples),
                        key=lambda s: s.name)
         fingerprint = scorer.fingerprint()
         scorer_hash = content_hash(fingerprint, 12)

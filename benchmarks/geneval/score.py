@@ -47,6 +47,8 @@ class Sample:
     item_id: str
     metadata: dict[str, Any] = field(compare=False)
     sha256: str = ""
+    #: why the model could not make this image (then ``path`` does not exist and the image counts as incorrect)
+    failure: str | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -182,7 +184,17 @@ class GenEvalScorer(Scorer):
                 "options": self.constants.__dict__, "rules": RULES_VERSION}
 
     def score_batch(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
-        """One record per sample: verdict, reason and the filtered detections (official ``details``)."""
+        """One record per sample: verdict, reason and the filtered detections (official ``details``); an image the
+        model could not make is incorrect, with the reason, and counted as ``generation_failed``."""
+        made = iter(self._score_made([s for s in samples if s.failure is None]))
+        return [next(made) if s.failure is None else
+                {"image": s.name, "item_id": s.item_id, "sha256": s.sha256, "tag": s.metadata["tag"],
+                 "prompt": s.metadata["prompt"], "correct": False, "reason": f"generation failed: {s.failure}",
+                 "metadata": s.metadata, "details": {}, "colors": {}, "generation_failed": True} for s in samples]
+
+    def _score_made(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
+        if not samples:
+            return []
         images = [load_image(s.path) for s in samples]
         raw = self.detector.detect(images, min_score=self.constants.min_score)
         detected = [filter_detections(r, s.metadata["tag"], self.constants) for r, s in zip(raw, samples, strict=True)]

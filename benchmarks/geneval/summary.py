@@ -46,7 +46,9 @@ def summarize(records: Sequence[Mapping[str, Any]], *, bootstrap: int = BOOTSTRA
     all_images = [c for tag in tags for v in by_tag[tag].values() for c in v]
     all_prompts = [any(v) for tag in tags for v in by_tag[tag].values()]
     overall = float(np.mean([tag_rows[t]["score"] for t in tags])) if tags else float("nan")
+    failed = sum(bool(r.get("generation_failed")) for r in records)
     return {
+        **({"generation_failed": failed} if failed else {}),
         "overall": overall,
         "overall_ci95": _interval(boot.mean(axis=1)) if bootstrap and tags else None,
         "tags": tag_rows,
@@ -98,6 +100,9 @@ def format_table(summary: Mapping[str, Any]) -> str:
     if skipped:
         lines.append(f"note: {len(skipped)} file(s) in sample folders were not PNG samples and were skipped "
                      f"(e.g. {skipped[0]}); see summary.json")
+    if summary.get("generation_failed"):
+        lines.append(f"note: {summary['generation_failed']} image(s) the model could not make count as incorrect "
+                     "(reasons in results.jsonl); rerun `harness run` to try them again")
     fewer = summary.get("prompts_with_fewer_images")
     if fewer:
         lines.append(f"note: {len(fewer)} prompt folder(s) have fewer images than the others (e.g. {fewer[0]})")

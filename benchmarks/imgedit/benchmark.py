@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
+from harness.api.model import FailedImage
 from harness.benchmarks.imgedit import aggregate, report, results
 from harness.benchmarks.imgedit.data import Case, CaseSet, check_sources, load_case_set, parse_cases, rubric_sha
 from harness.benchmarks.imgedit.judge import DEFAULT_MODEL, PROTOCOL, cache_fields, judge_request
@@ -103,6 +104,8 @@ class ScoreUnit:
     image_sha: str
     source_sha: str
     key: str
+    #: why there is no image to judge (None: missing from the folder)
+    failure: str | None = None
 
     @property
     def name(self) -> str:
@@ -206,6 +209,9 @@ class ImgEdit(Benchmark):
         images = model.edit(sources, [cases[u.item_id].prompt for u in units], [u.seed for u in units])
         out = []
         for source, image in zip(sources, images, strict=False):
+            if isinstance(image, FailedImage):  # recorded failed by the engine; judged as a failure
+                out.append(Generated(image, {"source_size": list(source.size)}))
+                continue
             model_size = list(image.size)
             if plan.config["resize_to_source"] and image.size != source.size:
                 image = image.convert("RGB").resize(source.size, Image.Resampling.LANCZOS)
@@ -301,7 +307,8 @@ class ImgEdit(Benchmark):
 # -- scoring units and the judge stage ------------------------------------------------------------------------
 def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[str, Sample], images_dir: Path, *,
                  scorer_hash: str, size_check: str, missing: str) -> list[ScoreUnit]:
-    """One unit per case, in case order; a case without an image is a unit the judge never sees."""
+    """One unit per case, in case order; a case without an image (missing, or one the model could not make) is a
+    unit the judge never sees."""
     from PIL import Image
 
     from harness.core.images import check_pixels
@@ -313,6 +320,11 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[s
         if sample is None:
             absent.append(case.key)
             units.append(ScoreUnit(case, None, None, "", "", content_hash(["missing", case.key, scorer_hash], 32)))
+            continue
+        if sample.failure is not None:
+            units.append(ScoreUnit(case, None, None, sample.sha256, "",
+                                   content_hash(["failed", case.key, scorer_hash, sample.sha256], 32),
+                                   f"generation failed: {sample.failure}"))
             continue
         image = inside(images_dir, f"{case.key}.png", what="edited image")
         source = case_set.source_path(case)
@@ -373,8 +385,8 @@ def _record(unit: ScoreUnit, result: Any, labels: list[str]) -> dict[str, Any]:
 
 def _missing_record(unit: ScoreUnit) -> dict[str, Any]:
     return {"key": unit.key, "case": unit.case.key, "edit_type": unit.case.edit_type, "image": unit.name,
-            "status": "judge_failed", "reason": "missing image", "scores": None, "answer": None, "cached": False,
-            "attempts": 0}
+            "status": "judge_failed", "reason": unit.failure or "missing image", "scores": None, "answer": None,
+            "cached": False, "attempts": 0}
 
 
 def _inventory(images_dir: Path, case_set: CaseSet, cases: list[Case]) -> dict[str, Any]:

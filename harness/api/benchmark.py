@@ -37,7 +37,7 @@ from harness.core.options import build_config
 if TYPE_CHECKING:
     from PIL import Image
 
-    from harness.api.model import ImageModel
+    from harness.api.model import FailedImage, ImageModel
 
 Record = dict[str, Any]
 
@@ -88,12 +88,16 @@ class Plan:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image to score: its path, its name relative to the image folder, its item and sha256."""
+    """One image to score: its path, its name relative to the image folder, its item and sha256.
+
+    ``failure`` is set (and ``path`` does not exist) for a unit the model could not make: the benchmark scores
+    it as failed, with that reason, rather than leaving it out."""
 
     path: Path
     name: str
     item_id: str
     sha256: str
+    failure: str | None = None
 
 
 @dataclass
@@ -193,9 +197,10 @@ def select_by_subset(items: Sequence[T], subset_of: Callable[[T], str], wanted: 
 
 @dataclass
 class Generated:
-    """One generated image and the benchmark's extra record fields for it."""
+    """One generated image (or the model's :class:`~harness.api.model.FailedImage`) and the benchmark's extra
+    record fields for it."""
 
-    image: Image.Image
+    image: Image.Image | FailedImage
     fields: dict[str, Any] = field(default_factory=dict)
 
 

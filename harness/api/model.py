@@ -10,12 +10,15 @@ Every adapter reports a :meth:`ImageModel.fingerprint`: the plain-data settings 
 (weights source, dtype, steps, guidance, resolution, ...). Its hash is part of every work unit. Seeds are
 turned into CPU ``torch.Generator`` objects so that images are reproducible across devices. An image may
 carry what the model measured itself (``image.info["harness"] = {"seconds": ..., ...}``, e.g. on a phone);
-the engine records it with the image.
+the engine records it with the image. An adapter that could not make one image of a batch returns a
+:class:`FailedImage` in its place: the unit is recorded ``failed`` with the reason (never silently missing;
+the benchmark counts it) and the next run of the same command tries it again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.errors import HarnessError
@@ -31,6 +34,14 @@ from harness.core.options import (
 
 if TYPE_CHECKING:
     from PIL import Image
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    """In place of an image a model could not make: why, and where a partial output is (if any)."""
+
+    reason: str
+    partial: str | None = None
 
 
 class ImageModel(Configurable):

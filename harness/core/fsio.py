@@ -73,11 +73,12 @@ class RecordLog:
         self.close()
 
     def files(self) -> list[Path]:
-        """All record files of this stage, from every process that ever ran it."""
-        return sorted(self.folder.glob(f"{self.stage}-*.jsonl"))
+        """All record files of this stage, from every process that ever ran it, least recently written first."""
+        return sorted(self.folder.glob(f"{self.stage}-*.jsonl"), key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     def read(self) -> dict[str, dict[str, Any]]:
-        """Records of this stage from all files, by unit key (last record wins)."""
+        """Records of this stage from all files, by unit key; the last written wins (a unit retried by a later
+        run, e.g. after a failure, is read from the later record)."""
         done: dict[str, dict[str, Any]] = {}
         for path in self.files():
             for record in iter_complete_lines(path):
@@ -105,10 +106,13 @@ def repair_record_file(path: Path) -> bool:
     Only for files no process is writing any more (``harness merge``): a live writer's last line can be
     momentarily incomplete, which readers already tolerate.
     """
-    data = Path(path).read_bytes()
+    path = Path(path)
+    data = path.read_bytes()
     if not data or data.endswith(b"\n"):
         return False
+    written = path.stat()
     atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+    os.utime(path, ns=(written.st_atime_ns, written.st_mtime_ns))  # still as old as its records (see files())
     return True
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api.benchmark import Benchmark, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
-from harness.api.model import ImageModel
+from harness.api.model import FailedImage, ImageModel
 from harness.api.scorer import Scorer
 from harness.core.errors import HarnessError, IncompleteRun
 from harness.core.fsio import RecordLog, atomic_write_bytes, atomic_write_text, listing, repair_record_file
@@ -242,57 +242,84 @@ def _shard(shard: Shard | str | None) -> Shard:
 # -- generation ---------------------------------------------------------------------------------------------
 def _generate(bench: Benchmark, model: ImageModel, plan: Plan, out: Path, store: Store, run_id: str, shard: Shard,
               progress: Progress) -> int:
-    """Generate this shard's units not recorded yet; returns how many units were recorded by this call."""
+    """Generate this shard's units not recorded yet; returns how many units were recorded by this call.
 
-    def process(batch: list[WorkUnit]) -> list[dict[str, Any]]:
-        model.ensure_loaded()  # loading is not per-image time
-        start = time.perf_counter()
-        made = bench.generate(model, batch, plan)
-        seconds = (time.perf_counter() - start) / len(batch)
-        if len(made) != len(batch):
-            raise HarnessError(f"model {model.name!r} returned {len(made)} images for {len(batch)} units")
-        return [_save(bench, unit, result, out, seconds) for unit, result in zip(batch, made, strict=True)]
-
+    A unit the model could not make is recorded ``failed`` (not final: the next run tries it again); when its
+    batch runs again, the images of the batch's other units are left as they were recorded.
+    """
     with RecordLog(out / "records", "generate", token=shard_token(shard)) as log:
-        already = len(log.read())
+        recorded = {k for k, r in log.read().items() if _made(r)}
+
+        def process(batch: list[WorkUnit]) -> list[dict[str, Any]]:
+            model.ensure_loaded()  # loading is not per-image time
+            start = time.perf_counter()
+            made = bench.generate(model, batch, plan)
+            seconds = (time.perf_counter() - start) / len(batch)
+            if len(made) != len(batch):
+                raise HarnessError(f"model {model.name!r} returned {len(made)} images for {len(batch)} units")
+            records = [_save(bench, unit, result, out, seconds, write=unit.key not in recorded)
+                       for unit, result in zip(batch, made, strict=True)]
+            recorded.update(r["key"] for r in records if _made(r))
+            return records
+
+        already = len(recorded)
         try:
             with progress(bench.generate_desc, -(-len(plan.units) // shard.count)) as tick:
                 run_stage(plan.units, key=lambda u: u.key, process=process, log=log, batch_size=plan.batch_size,
-                          shard=(shard.index, shard.count), progress=tick)
+                          shard=(shard.index, shard.count), progress=tick, is_final=_made)
         finally:
             store.add_samples(run_id, log.read().values())
     return max(len(plan.units) - already, 0)
 
 
-def _save(bench: Benchmark, unit: WorkUnit, result: Generated, out: Path, seconds: float) -> dict[str, Any]:
+def _made(record: dict[str, Any]) -> bool:
+    """A generation record of an image that was made (not ``failed``)."""
+    return record.get("status") != "failed"
+
+
+def _save(bench: Benchmark, unit: WorkUnit, result: Generated, out: Path, seconds: float, *,
+          write: bool = True) -> dict[str, Any]:
     """Write one image atomically (the record log is fsynced after the batch) and return its record."""
     image = result.image
     reported = image.info.pop("harness", None) if isinstance(getattr(image, "info", None), dict) else None
+    record = {"key": unit.key, "item_id": unit.item_id, "sample_index": unit.sample_index, "seed": unit.seed,
+              "image": bench.image_path(unit), "seconds": seconds, **result.fields}
+    if isinstance(image, FailedImage):
+        return record | {"status": "failed", "reason": image.reason, "partial": image.partial, "sha256": None}
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     data = buf.getvalue()
-    rel = bench.image_path(unit)
-    atomic_write_bytes(out / rel, data, fsync=False)
-    record = {"key": unit.key, "item_id": unit.item_id, "sample_index": unit.sample_index, "seed": unit.seed,
-              "image": rel, "sha256": sha256_bytes(data), "seconds": seconds, **result.fields}
+    if write:
+        atomic_write_bytes(out / record["image"], data, fsync=False)
+    record["sha256"] = sha256_bytes(data)
     if isinstance(reported, dict):  # what the model measured itself (e.g. on a phone) wins
         record.update(reported)
     return record
 
 
 def generated_samples(bench: Benchmark, plan: Plan, out: Path) -> list[Sample]:
-    """The run's images from its generation records; names exactly the units that are missing."""
+    """The run's images from its generation records (a unit recorded ``failed`` is a sample with its failure);
+    names exactly the units that are missing."""
     done = RecordLog(out / "records", "generate").read()
     where = str(out / "records")
-    missing = [u for u in plan.units if u.key not in done or not recorded_image(out, done[u.key], where).is_file()]
+    missing = [u for u in plan.units if u.key not in done
+               or (_made(done[u.key]) and not recorded_image(out, done[u.key], where).is_file())]
     if missing:
         names = [_image_name(bench, u) for u in missing]
         noun = bench.unit_nouns[1]
         raise IncompleteRun(f"{out}: {len(missing)} of {len(plan.units)} {noun} not generated yet ({listing(names)}); "
                             f"rerun the same `harness run {bench.name}` (any number of processes, or the missing "
                             "--shard jobs) to generate them", names)
-    return [Sample(recorded_image(out, done[u.key], where), _image_name(bench, u), u.item_id, done[u.key]["sha256"])
-            for u in plan.units]
+    samples = []
+    for u in plan.units:
+        record = done[u.key]
+        if _made(record):
+            samples.append(Sample(recorded_image(out, record, where), _image_name(bench, u), u.item_id,
+                                  record["sha256"]))
+        else:
+            samples.append(Sample(out / bench.image_path(u), _image_name(bench, u), u.item_id,
+                                  f"failed:{u.key}", failure=str(record.get("reason") or "generation failed")))
+    return samples
 
 
 def _image_name(bench: Benchmark, unit: WorkUnit) -> str:
