@@ -75,6 +75,33 @@ def test_installed_harness_ignores_a_users_benchmarks_and_reports_packages(venv,
     assert got["user"] == ["user benchmarks", "user reports", "user device"]
     assert all("site-packages" in path and str(ROOT) not in path for path in [*got["ours"], got["harness"]])
     assert got["entries"]["benchmarks"]["geneval"] == "harness.benchmarks.geneval.benchmark:GenEval"
+    walk = textwrap.dedent("""
+        import importlib, pkgutil, harness
+        for info in pkgutil.walk_packages(harness.__path__, "harness."):
+            try:
+                importlib.import_module(info.name)
+            except ModuleNotFoundError as exc:  # optional extras only (mmdet, modelscope): nothing of ours
+                assert exc.name.split(".")[0] in ("mmdet", "mmcv", "mmengine", "modelscope"), (info.name, exc.name)
+        print("ok")
+    """)
+    every = subprocess.run([str(python), "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert every.returncode == 0 and every.stdout.strip().endswith("ok"), every.stderr[-2000:]
     listed = subprocess.run([str(python), "-m", "harness", "list", "benchmarks"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     assert listed.returncode == 0 and "imgedit" in listed.stdout and "built-in" in listed.stdout
+
+
+def test_no_module_imports_the_repository_folder_names():
+    """``benchmarks``, ``device`` and ``reports`` exist only as ``harness.*`` once installed: an import of the bare
+    name (even inside a function) would pick up a user's package of that name, or nothing."""
+    import ast
+
+    bad = []
+    for folder in ("harness", "benchmarks", "device", "reports"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                        if n.split(".")[0] in ("benchmarks", "device", "reports")]
+    assert bad == []

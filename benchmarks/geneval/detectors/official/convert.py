@@ -360,7 +360,7 @@ def mask2former_config(arch: Arch, attention: str = "sdpa") -> Any:
     """A transformers ``Mask2FormerConfig`` for ``arch``, built in code (no hub)."""
     from transformers import Mask2FormerConfig, SwinConfig
 
-    from benchmarks.geneval.classes import CLASS_NAMES
+    from harness.benchmarks.geneval.classes import CLASS_NAMES
 
     backbone = SwinConfig(
         image_size=224, patch_size=4, embed_dim=arch.embed_dim, depths=list(arch.depths),
