@@ -62,8 +62,7 @@ def parity_items(rows: Sequence[Question]) -> dict[str, ParityItem]:
     for row in sorted(rows, key=lambda r: r.row):
         if row.row == 0:
             continue
-        same = previous is not None and previous == (row.row - 1, row.item_id) and row.row - 1 != 0
-        if not same:
+        if previous != (row.row - 1, row.item_id):
             items[row.item_id] = ParityItem()
         item = items[row.item_id]
         item.qid2tuple[row.qid] = row.tuple

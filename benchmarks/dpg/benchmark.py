@@ -241,8 +241,9 @@ class DPG(Benchmark):
                    "resolution": None if singles else c.resolution, "items": [p.id for p in items],
                    "families": {p.id: p.family for p in items}, "texts": {p.id: p.text for p in items},
                    "rows": [q.as_list() for p in items for q in p.questions]}
+        # a unit's name in the manifest is its image file (the engine checks those); its records say which tile
         stage = Stage(f"vqa-{scorer_hash}", units, _answer_batch(scorer), c.score_batch_size, desc="vqa",
-                      is_final=lambda r: r["status"] != "vqa_failed", whole_batches=False)
+                      unit_name=lambda u: u.file, is_final=lambda r: r["status"] != "vqa_failed", whole_batches=False)
         label = ("DPG-Bench (official mPLUG)" if scorer.official
                  else f"DPG-Bench-{scorer.describe()} (alternative VQA, not the official number)")
         vqa = {"scorer": scorer.name, "model": scorer.describe(), "official": scorer.official}

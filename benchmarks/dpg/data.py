@@ -285,16 +285,21 @@ def _get(url: str) -> bytes:
 
 
 def download(pins: Pins, folder: Path) -> None:
-    """Fetch the CSV (checked by its blob id before anything is kept), then every prompt file it names; the
-    prompts are checked by their tree id when loaded. Each file is written atomically, the CSV last."""
+    """Fetch the CSV and every prompt file it names; keep them (each written atomically, the CSV last) only
+    when the CSV's blob id and the prompt folder's tree id are the pinned ones."""
     csv_data = _get(pins.base_url + CSV_NAME)
     if git_blob_id(csv_data) != pins.csv_blob:
         raise HarnessError(f"{pins.base_url}{CSV_NAME}: git blob id mismatch for the download: expected "
                            f"{pins.csv_blob}, got {git_blob_id(csv_data)}; {DATA_DIR_FIX}")
     ids = list(dict.fromkeys(q.item_id for q in parse_csv(csv_data, pins.base_url + CSV_NAME)))
     with ThreadPoolExecutor(max_workers=16) as pool:
-        texts = list(pool.map(lambda i: _get(f"{pins.base_url}{PROMPTS_DIR}/{i}.txt"), ids))
-    for item, data in zip(ids, texts, strict=True):
+        texts = dict(zip(ids, pool.map(lambda i: _get(f"{pins.base_url}{PROMPTS_DIR}/{i}.txt"), ids), strict=True))
+    tree = git_tree_id({f"{i}.txt": git_blob_id(data) for i, data in texts.items()})
+    if tree != pins.prompts_tree:
+        raise HarnessError(f"{pins.base_url}{PROMPTS_DIR}/: git tree id mismatch for the download of the "
+                           f"{len(ids)} prompts the CSV names: expected {pins.prompts_tree}, got {tree}; "
+                           f"{DATA_DIR_FIX}")
+    for item, data in texts.items():
         atomic_write_bytes(folder / PROMPTS_DIR / f"{item}.txt", data, fsync=False)
     atomic_write_bytes(folder / CSV_NAME, csv_data)
 

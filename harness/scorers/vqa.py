@@ -121,7 +121,7 @@ class TransformersVQA(VQAScorer):
 
         self._runtime()
         transformers.utils.logging.disable_progress_bar()
-        weights, revision = self._weights(), self.options["revision"]
+        weights, revision = self._weights(), self.options.get("revision")
         try:
             self.processor = AutoProcessor.from_pretrained(weights, revision=revision)
             model = AutoModelForVisualQuestionAnswering.from_pretrained(weights, revision=revision)
@@ -164,7 +164,8 @@ class TransformersVQA(VQAScorer):
         inputs = {k: v.to(self.device) for k, v in text.items()}
         for k, v in pixels.items():
             inputs[k] = v.to(self.device, self.dtype if v.is_floating_point() else v.dtype).expand(n, *v.shape[1:])
-        if self.generative:
+        if self.generative:  # BLIP-style: the question's ids and mask, the image; answers decoded
+            inputs.pop("token_type_ids", None)
             ids = self.model.generate(**inputs, max_new_tokens=int(self.options["max_new_tokens"]))
             return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
         labels = self.model.config.id2label
@@ -180,7 +181,7 @@ class TinyVQA(TransformersVQA):
     name: ClassVar[str] = "vqa-tiny"
     label: ClassVar[str] = "tiny random VQA"
     defaults: ClassVar[Mapping[str, Any]] = {"seed": 0, "device": "cpu", "dtype": "float32", "batch_size": 64,
-                                             "weights": None, "revision": None, "max_new_tokens": 10}
+                                             "max_new_tokens": 10}
 
     def resolve(self) -> None:
         """Device and dtype only: the weights are built in code by :meth:`load`."""
