@@ -25,7 +25,7 @@ DPG: dict[str, tuple[float, str]] = {
     "BAGEL": (85.1, "DreamLite README"),
     "OmniGen2": (83.6, "DreamLite README"),
     "GPT Image 1 [High]": (85.15, "UniGen-1.5 table"),
-    "BLIP3-o 8B": (81.60, "UniGen-1.5 table (open release re-run: 80.73, BLIP3o issue 48)"),
+    "BLIP3-o 8B": (81.60, "UniGen-1.5 table (a re-run of the open release: 80.73)"),
     "Seedream 3.0": (88.27, "UniGen-LingXi README"),
     "Qwen-Image": (88.32, "UniGen-LingXi README"),
     "LongCat-Image": (86.6, "DreamLite README"),

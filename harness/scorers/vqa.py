@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api.scorer import Scorer
 from harness.core.errors import HarnessError
+from harness.core.fsio import atomic_write_bytes
 from harness.core.options import POSITIVE_INT, Check
 from harness.scorers.openai_judge import JudgeRequest, OpenAIJudge
 
@@ -204,7 +205,7 @@ class TinyVQA(TransformersVQA):
 
 
 def build_tiny_vqa(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Build and save (into a fresh folder, then renamed into place) a tiny ViLT VQA model with two answers."""
+    """Build and save a tiny ViLT VQA model with two answers (``save_pretrained`` files, ``config.json`` last)."""
     import string
 
     import torch
@@ -244,16 +245,12 @@ def build_tiny_vqa(folder: str | os.PathLike, seed: int = 0) -> Path:
         logits = model(**text, pixel_values=pixels).logits
         head.bias.sub_(torch.tensor([1.0, -1.0]) * (logits[:, 0] - logits[:, 1]).median() / 2)
     transformers.utils.logging.disable_progress_bar()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process built it first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        # each file atomically, config.json (what marks a built folder) last; builders write identical bytes
+        for path in sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.json"):
+            atomic_write_bytes(folder / path.name, path.read_bytes())
     return folder
 
 
