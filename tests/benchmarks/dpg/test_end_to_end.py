@@ -84,7 +84,7 @@ def test_the_official_rules_rescore_the_tiles_to_the_parity_numbers(reference, o
     from harness.scorers.vqa import TinyVQA
 
     cwd, _ = reference
-    tiny = TinyVQA()
+    tiny = TinyVQA(device="auto")  # as the run: `--device auto` reaches the VQA model
 
     class OneQuestion:  # the official scorer's call: one question per call
         calls = 0
