@@ -1,0 +1,1 @@
+"""DPG-Bench (docs/dpg.md)."""
