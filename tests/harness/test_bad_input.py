@@ -105,6 +105,8 @@ RUN_G = ["run", "geneval", "--model", "tiny", "--prompts", "demo", "--no-progres
 SCORE_G = ["score", "geneval", "--images", "imgs", "--no-progress"]
 RUN_E = ["run", "imgedit", "--model", "tiny", "--cases", "demo", "--no-score", "--no-progress"]
 SCORE_E = ["score", "imgedit", "--images", "imgs", "--cases", "demo", "--no-progress"]
+RUN_D = ["run", "dpg", "--model", "tiny", "--prompts", "demo", "--vqa", "tiny", "--no-progress"]
+SCORE_D = ["score", "dpg", "--images", "imgs", "--prompts", "demo", "--vqa", "tiny", "--no-progress"]
 RUBRICS = json.dumps({"add": "Rate the edit <edit_prompt>.\nA: A number from 1 to 5."})
 NIGHTLY = '[model]\nname = "tiny"\n[[benchmark]]\nname = "geneval"\n'
 
@@ -205,6 +207,13 @@ CASES = [
          id="score-geneval-clip-code-in-pickle"),
     case([*SCORE_G, "--store", "store.db"], "store.db", both(geneval_images(), garbage("store.db")),
          id="score-geneval-store-not-sqlite"),
+    # -- dpg ---------------------------------------------------------------------------------------------
+    case([*RUN_D, "--images-per-prompt", "5"], "--images-per-prompt", id="run-dpg-images-per-prompt-5"),
+    case([*RUN_D, "--vqa", "nope"], "vqa-nope", id="run-dpg-vqa-unknown"),
+    case([*RUN_D, "--prompts", "missing"], "missing", id="run-dpg-prompts-missing"),
+    case(["score", "dpg"], "--images", id="score-dpg-images-flag-missing"),
+    case([*SCORE_D, "--resolution", "0"], "--resolution", id="score-dpg-resolution-0"),
+    case(SCORE_D, "--resolution", lambda root: (root / "imgs").mkdir(), id="score-dpg-resolution-missing"),
     # -- score imgedit -------------------------------------------------------------------------------------
     case(["score", "imgedit"], "--images", id="score-imgedit-images-flag-missing"),
     case([*SCORE_E, "--judge-retries", "-1"], "--judge-retries", id="score-imgedit-judge-retries-negative"),
