@@ -161,6 +161,16 @@ class GenEvalScorer(Scorer):
         self.detector = self.detector_cls(**det_opts)  # checks its options; loads nothing
         self.colors: Any = None
 
+    @classmethod
+    def of(cls, detector: Any, colors: Any, constants: Options | None = None) -> GenEvalScorer:
+        """A scorer over components already built (a detector object and a colour classifier): for tests and
+        notebooks that compare two detectors on the same CLIP."""
+        scorer = cls.__new__(cls)
+        scorer.options = dict(cls.defaults)
+        scorer.constants = constants or Options()
+        scorer.detector, scorer.detector_cls, scorer.colors = detector, type(detector), colors
+        return scorer
+
     @property
     def label(self) -> str:  # type: ignore[override]
         """``GenEval (official detector)``, ``GenEval-HF`` or the tiny label: never mixed in one number."""

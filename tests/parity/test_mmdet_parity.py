@@ -179,8 +179,8 @@ def test_geneval_verdicts_match_mmdet_on_a_fixed_folder(backends, tmp_path):
         (folder / "metadata.jsonl").write_text(json.dumps(choose_metadata(dets, i, CLASS_NAMES)))
     samples = discover(tmp_path).samples
     colors = ColorClassifier("tiny", device="cpu")
-    a = GenEvalScorer(cached, colors).score_batch(samples)
-    b = GenEvalScorer(ref, colors).score_batch(samples)
+    a = GenEvalScorer.of(cached, colors).score_batch(samples)
+    b = GenEvalScorer.of(ref, colors).score_batch(samples)
     verdicts = [(r["correct"], s["correct"]) for r, s in zip(a, b, strict=True)]
     REPORT["verdicts"] = {"images": len(a), "agree": sum(x == y for x, y in verdicts),
                           "correct": sum(x for x, _ in verdicts)}
