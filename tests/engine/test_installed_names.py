@@ -10,6 +10,7 @@ that sees this interpreter's packages; it is then run from a working directory h
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the installed copy only: a PYTHONPATH pointing at a checkout would win over it
+CLEAN = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def test_installed_harness_ignores_a_users_benchmarks_and_reports_packages(venv,
                           "ours": [harness.benchmarks.geneval.rules.__file__, harness.reports.html.__file__],
                           "harness": harness.__file__, "entries": entries}))
     """)
-    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=CLEAN)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["user"] == ["user benchmarks", "user reports", "user device"]
@@ -84,10 +87,10 @@ def test_installed_harness_ignores_a_users_benchmarks_and_reports_packages(venv,
                 assert exc.name.split(".")[0] in ("mmdet", "mmcv", "mmengine", "modelscope"), (info.name, exc.name)
         print("ok")
     """)
-    every = subprocess.run([str(python), "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    every = subprocess.run([str(python), "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=CLEAN)
     assert every.returncode == 0 and every.stdout.strip().endswith("ok"), every.stderr[-2000:]
     listed = subprocess.run([str(python), "-m", "harness", "list", "benchmarks"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, env=CLEAN)
     assert listed.returncode == 0 and "imgedit" in listed.stdout and "built-in" in listed.stdout
 
 
