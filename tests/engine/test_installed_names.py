@@ -72,7 +72,8 @@ def test_installed_harness_ignores_a_users_benchmarks_and_reports_packages(venv,
                           "ours": [harness.benchmarks.geneval.rules.__file__, harness.reports.html.__file__],
                           "harness": harness.__file__, "entries": entries}))
     """)
-    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=CLEAN)
+    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=CLEAN)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["user"] == ["user benchmarks", "user reports", "user device"]
@@ -87,7 +88,8 @@ def test_installed_harness_ignores_a_users_benchmarks_and_reports_packages(venv,
                 assert exc.name.split(".")[0] in ("mmdet", "mmcv", "mmengine", "modelscope"), (info.name, exc.name)
         print("ok")
     """)
-    every = subprocess.run([str(python), "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=CLEAN)
+    every = subprocess.run([str(python), "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env=CLEAN)
     assert every.returncode == 0 and every.stdout.strip().endswith("ok"), every.stderr[-2000:]
     listed = subprocess.run([str(python), "-m", "harness", "list", "benchmarks"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300, env=CLEAN)
