@@ -179,8 +179,8 @@ class GEdit(Benchmark):
         cases = self._select(case_set)
         config = {
             "benchmark": self.name, "label": self._label(case_set),
-            "cases": {"name": case_set.name, "sha256": case_set.sha256, "language": c.language,
-                      "ids": [x.id for x in cases]},
+            "cases": {"name": case_set.name, "label": case_set.label, "sha256": case_set.sha256,
+                      "language": c.language, "ids": [x.id for x in cases]},
             "seed": c.seed, "batch_size": c.batch_size, "model": model.fingerprint(), "model_hash": model.model_hash(),
         }
         return self._plan(case_set, cases, config)
@@ -212,7 +212,7 @@ class GEdit(Benchmark):
         ``--language`` select among them)."""
         config = manifest["config"]
         cases = read_cases_json(out / "cases.json")
-        case_set = CaseSet(config["cases"]["name"], config["label"], cases, out / "images",
+        case_set = CaseSet(config["cases"]["name"], config["cases"]["label"], cases, out / "images",
                            (manifest.get("provenance") or {}).get("data") or {})
         case_set.provenance.setdefault("sha256", config["cases"].get("sha256"))
         self._case_set = case_set

@@ -159,7 +159,9 @@ def load_case_set(cases: str, *, data_dir: str | None = None, revision: str = RE
                                "files) or an exported folder with metadata.jsonl")
         return read_folder(folder, {"origin": "--data-dir", "folder": str(folder)})
     folder, resolved = download(revision)
-    return read_folder(folder, {"origin": f"hf://datasets/{HF_DATASET}", "revision": revision, "resolved": resolved})
+    # a snapshot's files link into the repo's blobs/ folder beside snapshots/: links may resolve up to the repo
+    return read_folder(folder, {"origin": f"hf://datasets/{HF_DATASET}", "revision": revision, "resolved": resolved},
+                       contain=folder.parent.parent)
 
 
 def download(revision: str) -> tuple[Path, str]:
@@ -185,8 +187,9 @@ def data_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_folder(folder: Path, origin: dict[str, Any]) -> CaseSet:
-    """Rows and source images of a dataset folder, materialized once into the cache (keyed by content)."""
+def read_folder(folder: Path, origin: dict[str, Any], contain: Path | None = None) -> CaseSet:
+    """Rows and source images of a dataset folder, materialized once into the cache (keyed by content); image files
+    must resolve inside ``contain`` (default: the folder)."""
     metadata = folder / "metadata.jsonl"
     if metadata.is_file():
         inputs = [metadata]
@@ -199,7 +202,7 @@ def read_folder(folder: Path, origin: dict[str, Any]) -> CaseSet:
                           [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in inputs]], 16)
     dest = cache_dir() / "gedit" / f"data-{stamp}"
     if not (dest / ".complete").is_file():
-        rows = read_jsonl_rows(folder, metadata) if metadata.is_file() else read_arrow_rows(inputs)
+        rows = read_jsonl_rows(folder, metadata, contain or folder) if metadata.is_file() else read_arrow_rows(inputs)
         materialize(dest, rows, {"files": {str(p.relative_to(folder)): sha256_file(p) for p in inputs}})
     return cached_case_set(dest, origin)
 
@@ -264,8 +267,9 @@ def as_png(data: bytes, what: str) -> bytes:
     return buf.getvalue()
 
 
-def read_jsonl_rows(folder: Path, metadata: Path) -> Iterator[tuple[Case, bytes]]:
-    """An exported folder: ``metadata.jsonl`` rows with ``input_image`` (or ``file_name``) naming the image."""
+def read_jsonl_rows(folder: Path, metadata: Path, contain: Path) -> Iterator[tuple[Case, bytes]]:
+    """An exported folder: ``metadata.jsonl`` rows with ``input_image`` (or ``file_name``) naming the image (a
+    relative path; resolved, it must stay inside ``contain``)."""
     try:
         lines = metadata.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
@@ -283,7 +287,8 @@ def read_jsonl_rows(folder: Path, metadata: Path) -> Iterator[tuple[Case, bytes]
         case = parse_row(row, where)
         rel = row.get("input_image", row.get("file_name"))
         safe_relpath(rel, what="input_image", where=f"{where} (a path relative to {folder})")
-        path = inside(folder, rel, what=f"{where}: input_image")
+        inside(contain, *Path(folder, rel).relative_to(contain).parts, what=f"{where}: input_image")
+        path = folder / rel
         if not path.is_file():
             raise HarnessError(f"{where}: input_image {rel!r} not found under {folder}")
         yield case, path.read_bytes()

@@ -68,9 +68,17 @@ def paired_scores(run: RunData) -> Paired:
     return Paired(items)
 
 
-def _head(run: RunData) -> Mapping[str, Any]:
+def by_language(blocks: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """Per-language blocks of a summary (JSON keeps no order): English, Chinese, then any other."""
+    from harness.benchmarks.gedit.aggregate import languages_of
+
+    blocks = blocks or {}
+    return [(lang, blocks[lang]) for lang in languages_of([{"language": k} for k in blocks])]
+
+
+def _head(run: RunData) -> list[tuple[str, Any]]:
     s = run.summary
-    return (s.get("parity") if s.get("mode") == "parity" else s.get("strict")) or {}
+    return by_language(s.get("parity") if s.get("mode") == "parity" else s.get("strict"))
 
 
 def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
@@ -78,7 +86,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
     s = run.summary
     rows = [("overall", s.get("overall"), None, f"mode {s.get('mode')}, language {s.get('headline_language')}")]
     both = len(_head(run)) > 1
-    for lang, block in _head(run).items():
+    for lang, block in _head(run):
         if both:
             rows.append((f"overall ({lang})", block.get("O"), None, ""))
         for g, row in (block.get("groups") or {}).items():
@@ -107,7 +115,7 @@ def run_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, st
     heads = ["group", "SC", "PQ", "O", "O parity", "parity interval", "cases", "scored", "parse_failed",
              "judge_failed"]
     html_parts, md_rows = [], []
-    for lang, block in (s.get("strict") or {}).items():
+    for lang, block in by_language(s.get("strict")):
         parity = (s.get("parity") or {}).get(lang) or {}
         md_rows += [f"### {md(lang)}", md_row(heads), "|---" * len(heads) + "|"]
         rows = []
