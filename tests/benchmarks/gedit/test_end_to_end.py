@@ -115,22 +115,28 @@ def test_the_official_scorer_rescores_the_layout_unmodified(reference, server, o
     assert ours == stats
 
 
-def test_rescoring_costs_nothing_and_parity_mode_is_stated(reference, server, run_harness) -> None:
-    cwd, run, _, _, _, _ = reference
+@pytest.fixture(scope="module")
+def rescored(reference, server, run_harness):
+    """The reference run's images scored again into ``rescore`` with ``--parity``: (output, requests sent)."""
+    cwd = reference[0]
     before = server.state.requests["/v1/chat/completions"]
     out = run_harness("score", "gedit", "--images", "run/images", "--out", "rescore", "--store", "h.db", "--parity",
                       *judge_args(server.url), cwd=cwd)
-    assert server.state.requests["/v1/chat/completions"] == before
+    return out, server.state.requests["/v1/chat/completions"] - before
+
+
+def test_rescoring_costs_nothing_and_parity_mode_is_stated(reference, rescored) -> None:
+    cwd, run, _, _, _, _ = reference
+    out, sent = rescored
+    assert sent == 0
     assert "mode: parity (official parser and statistics" in out.stdout and "0 requests (0 retries), 44 cached" in \
         out.stdout
     ref, new = (json.loads((p / "summary.json").read_text()) for p in (run, cwd / "rescore"))
     assert new["strict"] == ref["strict"] and new["overall"] == ref["parity"]["en"]["O"]
 
 
-def test_compare_and_report(reference, run_harness) -> None:
-    cwd, run, _, _, _, _ = reference
-    if not (cwd / "rescore" / "summary.json").is_file():
-        pytest.skip("needs the rescored run of test_rescoring_costs_nothing_and_parity_mode_is_stated")
+def test_compare_and_report(reference, rescored, run_harness) -> None:
+    cwd = reference[0]
     out = run_harness("compare", "run", "rescore", "--fail-on-regression", "--report", "cmp", cwd=cwd)
     assert "gedit_overall" in out.stdout and "regression" not in out.stdout.replace("no regression", "")
     rep = run_harness("report", "run", "rescore", "--out", "rep", cwd=cwd)
