@@ -10,10 +10,12 @@ case ends ``scored``, ``parse_failed`` or ``judge_failed``.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +53,8 @@ from harness.core.paths import inside, safe_name
 
 PRICE = Check("IN,OUT in USD per 1M tokens, e.g. 2,8",
               lambda v: v is None or bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*", v)))
+#: threads encoding judge images ahead of the requests (PIL releases the GIL while it codes)
+ENCODERS = max(1, min(4, os.cpu_count() or 1))
 REVISION_TEXT = Check("a dataset revision (commit hash, branch or tag)",
                       lambda v: isinstance(v, str) and re.fullmatch(r"[\w.\-/]{1,100}", v) is not None)
 
@@ -365,6 +369,14 @@ class _Case:
 def _judge_batch(judge: Any, profile: Any, max_attempts: int) -> Callable[..., list[dict[str, Any]]]:
     """The judge stage's batch function: attempts of both questions for the units with images, records for all."""
     def process(batch: list[ScoreUnit], tick: Callable[[int], None]) -> list[dict[str, Any]]:
+        pool = ThreadPoolExecutor(max_workers=ENCODERS)
+        try:
+            return judge_cases(batch, tick, pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def judge_cases(batch: list[ScoreUnit], tick: Callable[[int], None], pool: ThreadPoolExecutor) -> list[
+            dict[str, Any]]:
         start = time.perf_counter()
         live = {u.key: _Case(u, CaseImages(u.source, u.image, profile.media_type), [], [])
                 for u in batch if u.image is not None}
@@ -396,6 +408,8 @@ def _judge_batch(judge: Any, profile: Any, max_attempts: int) -> Callable[..., l
                                      strict=True):
                     reqs.append(req)
                     owner[req.key] = (case, kind)
+            for case in _uncached(judge, active, reqs):  # images encoded in workers while the requests run
+                pool.submit(case.images.prepare)
             judge.judge_many(reqs, on_result=arrived)
             active = [case for case in active if needs_another(case.attempts, max_attempts)]
         seconds = time.perf_counter() - start
@@ -403,6 +417,22 @@ def _judge_batch(judge: Any, profile: Any, max_attempts: int) -> Callable[..., l
                 for u in batch]
 
     return process
+
+
+def _uncached(judge: Any, cases: list[_Case], reqs: list[Any]) -> list[_Case]:
+    """The cases with a request the judge's answer cache cannot answer (all, for a judge without that cache)."""
+    path = getattr(judge, "cache_path", None)
+    if path is None or not Path(path).is_file():
+        return cases
+    from harness.scorers.openai_judge import JudgeCache
+
+    cache = JudgeCache(path)
+    try:
+        missing = {r.key for r in reqs if cache.get(r.key) is None}
+    finally:
+        cache.close()
+    per_case = len(reqs) // max(len(cases), 1)
+    return [c for i, c in enumerate(cases) if any(r.key in missing for r in reqs[i * per_case:(i + 1) * per_case])]
 
 
 def _reply(result: Any) -> Reply:

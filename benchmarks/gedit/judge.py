@@ -17,9 +17,9 @@ encoded only when a request is actually sent (a cached answer needs none).
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,26 +67,31 @@ def encode(image: Any, media_type: str) -> bytes:
 
 
 class CaseImages:
-    """A case's source and edited image, prepared as the official scorer prepares them, encoded once on demand."""
+    """A case's source and edited image, prepared as the official scorer prepares them, encoded once on demand
+    (:meth:`prepare` may run ahead in a worker thread; the request then finds them ready)."""
 
     def __init__(self, source: Path, edited: Path, media_type: str):
         self.source_path, self.edited_path, self.media_type = source, edited, media_type
+        self._lock = threading.Lock()
+        self._parts: tuple[InlineImage, InlineImage] | None = None
 
-    @cached_property
-    def _encoded(self) -> tuple[InlineImage, InlineImage]:
+    def prepare(self) -> tuple[InlineImage, InlineImage]:
         from PIL import Image
 
-        with Image.open(self.source_path) as src, Image.open(self.edited_path) as raw:
-            src.load()
-            edited = raw.convert("RGB").resize(src.size, Image.Resampling.BICUBIC)
-            return (InlineImage(encode(src, self.media_type), self.media_type),
-                    InlineImage(encode(edited, self.media_type), self.media_type))
+        with self._lock:
+            if self._parts is None:
+                with Image.open(self.source_path) as src, Image.open(self.edited_path) as raw:
+                    src.load()
+                    edited = raw.convert("RGB").resize(src.size, Image.Resampling.BICUBIC)
+                    self._parts = (InlineImage(encode(src, self.media_type), self.media_type),
+                                   InlineImage(encode(edited, self.media_type), self.media_type))
+            return self._parts
 
     def source(self) -> InlineImage:
-        return self._encoded[0]
+        return self.prepare()[0]
 
     def edited(self) -> InlineImage:
-        return self._encoded[1]
+        return self.prepare()[1]
 
 
 class LazyContent(Sequence):
