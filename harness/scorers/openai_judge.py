@@ -1,8 +1,9 @@
 """An OpenAI-compatible VLM judge (``harness.judges`` entry ``openai``): async, bounded, retried, cached.
 
 One chat request per :class:`JudgeRequest`: a single user message whose content parts are, in order, the
-request's texts and images, each image as the raw file bytes base64-encoded and declared ``image/png``
-(docs/imgedit.md, "Judge request"; ImgEdit's request is [rubric text, original, edited]). Additionally
+request's texts and images, each image file as the raw file bytes base64-encoded and declared ``image/png``
+(docs/imgedit.md, "Judge request"; ImgEdit's request is [rubric text, original, edited]), or an
+:class:`InlineImage` as its own bytes and media type (GEdit's JPEG re-encoding, docs/gedit.md). Additionally
 ``temperature`` (default 0) and ``seed`` (default 42) are sent; ``None`` sends neither. The benchmark names
 its message layout with ``protocol``, part of every cache key and of the fingerprint.
 
@@ -66,11 +67,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class InlineImage:
+    """An image part given as encoded bytes with their media type (e.g. ``image/jpeg`` made in memory)."""
+
+    data: bytes
+    media_type: str = "image/png"
+
+
+@dataclass(frozen=True)
 class JudgeRequest:
-    """What to judge: the cache key and the user message's parts in order, text (str) or an image file (Path)."""
+    """What to judge: the cache key and the user message's parts in order: text (str), an image file (Path) or
+    an :class:`InlineImage`."""
 
     key: str
-    content: Sequence[str | Path]
+    content: Sequence[str | Path | InlineImage]
 
 
 @dataclass
@@ -129,12 +139,15 @@ def data_url(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def build_messages(content: Sequence[str | Path]) -> list[dict[str, Any]]:
+def build_messages(content: Sequence[str | Path | InlineImage]) -> list[dict[str, Any]]:
     """One user message (no system prompt) whose parts are the texts and images of ``content``, in order."""
     parts: list[dict[str, Any]] = []
     for part in content:
         if isinstance(part, str):
             parts.append({"type": "text", "text": part})
+        elif isinstance(part, InlineImage):
+            url = f"data:{part.media_type};base64," + base64.b64encode(part.data).decode("ascii")
+            parts.append({"type": "image_url", "image_url": {"url": url}})
         else:
             parts.append({"type": "image_url", "image_url": {"url": data_url(part)}})
     return [{"role": "user", "content": parts}]

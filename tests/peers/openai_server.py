@@ -6,7 +6,9 @@ uploads) and answers 400/401/404 with OpenAI-shaped error bodies otherwise. The 
 computed from the request (the rubric's three labels, scores derived from the image bytes), so it is
 deterministic. Configurable per-request latency and injected faults: 429 with Retry-After, 500, a
 timeout (the server holds the request), a dropped connection (closed without an answer), truncated JSON,
-odd answer formats, wrong score counts, out-of-range scores, content-filter refusals. ``GET /v1/models`` and
+odd answer formats, wrong score counts, out-of-range scores, content-filter refusals. A VIEScore prompt (GEdit's
+SC and PQ questions) is answered in VIEScore's JSON format, ``{"score": [a, b], "reasoning": ...}``;
+``viescore_mixed_answer`` mixes the formats its parser meets. ``GET /v1/models`` and
 ``/v1/models/{id}`` list the chat and image model names (``serve_models=False``: 404, as on endpoints without
 them; ``serve_model_ids=False``: the list only, as vLLM). A query string on the path is ignored, and
 ``basic_auth`` accepts a base URL's ``user:password@`` in place of the key.
@@ -95,9 +97,63 @@ class ApiError(Exception):
         self.status, self.body = status, {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+VIESCORE_MARK = '"score" : [...]'  # VIEScore's output instruction, in every SC and PQ prompt
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    return next(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text")
+
+
+def viescore_scores(body: dict[str, Any], images: list[bytes]) -> tuple[str, int, int]:
+    """The question (SC or PQ) and two scores 0-10 derived from the image bytes and the question."""
+    kind = "SC" if "Editing instruction:" in _prompt_text(body) else "PQ"
+    digest = hashlib.sha256(kind.encode() + b"".join(images)).digest()
+    return kind, digest[0] % 11, digest[1] % 11
+
+
+def viescore_answer(body: dict[str, Any], images: list[bytes]) -> str:
+    """VIEScore's answer format: a JSON object with two scores and a short reasoning."""
+    kind, a, b = viescore_scores(body, images)
+    return json.dumps({"score": [a, b], "reasoning": f"deterministic loopback judge ({kind})"})
+
+
+#: recorded-style VIEScore answer formats and their share of the answers (the rest is plain JSON)
+VIESCORE_FORMATS = (("fenced", 0.10), ("delimited", 0.05), ("bare_list", 0.05), ("bare_int", 0.03),
+                    ("bare_keys", 0.04), ("three_scores", 0.04), ("out_of_range", 0.03), ("string_scores", 0.03),
+                    ("prose", 0.04), ("broken_braces", 0.03))
+
+
+def viescore_format(kind: str, a: int, b: int, style: str) -> str:
+    """One answer of two scores in a named format (``plain`` or one of :data:`VIESCORE_FORMATS`)."""
+    plain = json.dumps({"score": [a, b], "reasoning": "loopback"})
+    return {"plain": plain, "fenced": f"```json\n{plain}\n```", "delimited": f"||V^=^V||{plain}||V^=^V||",
+            "bare_list": f"[{a}, {b}]", "bare_int": str(min(a, b)),
+            "bare_keys": f"{{score: {min(a, b)}, reasoning: loopback}}",
+            "three_scores": json.dumps({"score": [a, b, max(a, b)], "reasoning": "three"}),
+            "out_of_range": json.dumps({"score": [a + 11, b], "reasoning": "out of range"}),
+            "string_scores": json.dumps({"score": [str(a), str(b)], "reasoning": "strings"}),
+            "prose": f"The edit deserves {a} for success and {b} for overediting.",
+            "broken_braces": f"{{score is {a} and {b}}}"}[style]
+
+
+def viescore_mixed_answer(body: dict[str, Any], images: list[bytes]) -> str:
+    """VIEScore answers in mixed formats, chosen by the images and the question (so the same request always gets
+    the same answer): plain JSON mostly, and each of :data:`VIESCORE_FORMATS` at its share."""
+    kind, a, b = viescore_scores(body, images)
+    h = hashlib.sha256(b"format" + kind.encode() + b"".join(images)).digest()[0] / 256
+    for style, share in VIESCORE_FORMATS:
+        if h < share:
+            return viescore_format(kind, a, b, style)
+        h -= share
+    return viescore_format(kind, a, b, "plain")
+
+
 def default_answer(body: dict[str, Any], images: list[bytes]) -> str:
-    """``Brief reasoning`` + the rubric's three labels, scores 1-5 derived from the image bytes."""
-    text = next(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text")
+    """``Brief reasoning`` + the rubric's three labels, scores 1-5 derived from the image bytes (a VIEScore prompt:
+    :func:`viescore_answer`)."""
+    text = _prompt_text(body)
+    if VIESCORE_MARK in text:
+        return viescore_answer(body, images)
     labels = LABEL_LINE.findall(text) or ["Score 1", "Score 2", "Score 3"]
     digest = hashlib.sha256(b"".join(images)).digest()
     first = 1 + digest[0] % 5
@@ -107,7 +163,10 @@ def default_answer(body: dict[str, Any], images: list[bytes]) -> str:
 
 
 def mixed_answer(body: dict[str, Any], images: list[bytes]) -> str:
-    """A recorded-style mix: 6% bold labels, 3% two scores, 2% a 10, the rest plain (by the edited image)."""
+    """A recorded-style mix: 6% bold labels, 3% two scores, 2% a 10, the rest plain (by the edited image); VIEScore
+    prompts get :func:`viescore_mixed_answer`."""
+    if VIESCORE_MARK in _prompt_text(body):
+        return viescore_mixed_answer(body, images)
     text = default_answer(body, images)
     h = hashlib.sha256(images[-1]).digest()[5] / 255
     lines = text.splitlines()

@@ -1,0 +1,1 @@
+"""GEdit-Bench: instruction editing judged by VIEScore (semantic consistency and perceptual quality, 0-10)."""
