@@ -115,8 +115,8 @@ def case(argv: list[str], expect: str, setup: Setup | None = None, id: str = "")
     return pytest.param(argv, expect, setup, id=id)
 
 
-RUN_D = ["run", "gedit", "--model", "tiny", "--cases", "demo", "--no-score", "--no-progress"]
-SCORE_D = ["score", "gedit", "--images", "imgs", "--cases", "demo", "--no-progress"]
+RUN_GE = ["run", "gedit", "--model", "tiny", "--cases", "demo", "--no-score", "--no-progress"]
+SCORE_GE = ["score", "gedit", "--images", "imgs", "--cases", "demo", "--no-progress"]
 CASES = [
     # -- harness itself, list --------------------------------------------------------------------------
     case(["nope"], "invalid choice: 'nope'", id="command-unknown"),
@@ -127,10 +127,10 @@ CASES = [
     case(["run"], "name a benchmark", id="run-no-benchmark"),
     case(["run", "nope", "--model", "tiny"], "nope", id="run-benchmark-unknown"),
     case(["run", "geneval"], "--model", id="run-geneval-model-missing"),
-    case([*RUN_D, "--language", "de"], "--language", id="run-gedit-language-unknown"),
-    case([*RUN_D, "--judge-attempts", "0"], "--judge-attempts", id="run-gedit-judge-attempts-0"),
-    case([*SCORE_D], "imgs", id="score-gedit-images-folder-missing"),
-    case([*SCORE_D, "--judge-profile", "claude"], "--judge-profile", id="score-gedit-judge-profile-unknown"),
+    case([*RUN_GE, "--language", "de"], "--language", id="run-gedit-language-unknown"),
+    case([*RUN_GE, "--judge-attempts", "0"], "--judge-attempts", id="run-gedit-judge-attempts-0"),
+    case([*SCORE_GE], "imgs", id="score-gedit-images-folder-missing"),
+    case([*SCORE_GE, "--judge-profile", "claude"], "--judge-profile", id="score-gedit-judge-profile-unknown"),
     case(["run", "device", "--model", "tiny"], "not a runnable benchmark", id="run-device-reports-only"),
     case(["score", "device", "--images", "x"], "not a runnable benchmark", id="score-device-reports-only"),
     case([*RUN_G, "--bogus"], "--bogus", id="run-geneval-flag-unknown"),
