@@ -228,6 +228,10 @@ class ShellDevice:
         self._pull(remote, buf, timeout_s)
         return buf.getvalue()
 
+    def read_many(self, remotes: list[str], timeout_s: float = 120.0) -> list[bytes]:
+        """Pull several device files into memory, in order (backends may pull them through one stream)."""
+        return [self.read_bytes(remote, timeout_s) for remote in remotes]
+
     def ensure_artifact(self, local: str | Path, *, sha256: str | None = None,
                         timeout_s: float = 600.0) -> tuple[str, str]:
         """Content-addressed push: ``workdir/cas/<sha256>``; pushed only if absent or different.

@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 FAKEBIN = HERE / "fakebin"
 FIXTURES = HERE / "fixtures"
 FAKE_BENCH = HERE / "fake_bench.py"
+FAKE_GEN = HERE / "fake_gen.py"
 
 
 def make_sandbox(root: Path) -> Path:
@@ -102,6 +103,38 @@ def write_sweep(folder: Path, body: str = "", *, bench_args: str = "", name: str
         command = "{command}"
         files = {{ bench = "{FAKE_BENCH}" }}
         outputs = ["out_1.png"]
+        runtime = "fake"
+        backend = "cpu"
+        precision = "fp32"
+        {extra_variant}
+    """))
+    return path
+
+
+def write_gen_sweep(folder: Path, *, mode: str = "batch", per_image_ms: float = 20, size: str = "64x64",
+                    gen_args: str = "", name: str = "g", variant: str = "fake-gen", extra_variant: str = "") -> Path:
+    """A TOML sweep whose variant makes images with ``fake_gen.py``: a batch or a one-process-per-image template."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sweep.toml"
+    py = sys.executable
+    if mode == "batch":
+        generate = (f"{py} {{gen}} --prompts {{prompts}} --outdir {{outdir}} --metrics-out {{metrics_out}} "
+                    f"--per-image-ms {per_image_ms} {gen_args}")
+    else:
+        generate = (f"{py} {{gen}} --prompt {{prompt}} --seed {{seed}} --output {{output}} --width {{width}} "
+                    f"--height {{height}} --steps {{steps}} --format mnn --per-image-ms {per_image_ms} {gen_args}")
+    path.write_text(textwrap.dedent(f"""
+        name = "{name}"
+        steps = [4]
+        resolutions = ["{size}"]
+        job_timeout_s = 30
+
+        [[variants]]
+        name = "{variant}"
+        runner = "{'jsonl' if mode == 'batch' else 'mnn'}"
+        command = "{py} {{gen}} --prompts {{steps}}"
+        generate = "{generate}"
+        files = {{ gen = "{FAKE_GEN}" }}
         runtime = "fake"
         backend = "cpu"
         precision = "fp32"
