@@ -89,7 +89,12 @@ class PhoneModel(ImageModel):
     def _variant(self) -> tuple[int, Variant]:
         wanted, path = self.options["variant"], self.sweep.path
         able = [(i, v) for i, v in enumerate(self.sweep.variants) if v.generate]
+        if wanted is None and len(self.sweep.variants) == 1:
+            wanted = self.sweep.variants[0].name
         if wanted is None:
+            if not able:
+                raise HarnessError(f"{path}: no variant has a generate template; add generate = \"...\" next to the "
+                                   "command of the variant whose images you want (docs/device.md, 'Generating images')")
             if len(able) != 1:
                 names = ", ".join(v.name for _, v in able) or "none has one"
                 raise HarnessError(f"--model-args variant=NAME: {path} has {len(able)} variants with a generate "

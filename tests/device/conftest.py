@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import sys
 import textwrap
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +146,60 @@ def write_gen_sweep(folder: Path, *, mode: str = "batch", per_image_ms: float = 
         {extra_variant}
     """))
     return path
+
+
+@dataclass
+class Phone:
+    adbd: FakeAdbd
+    faults: Path
+    log: Path
+    key: Path
+
+    @property
+    def workdir(self) -> str:
+        return f"{self.adbd.sandbox}/data/local/tmp/bench"
+
+    def options(self) -> dict[str, str]:
+        """The ``phone`` model's device options for this fake."""
+        return {"host": f"127.0.0.1:{self.adbd.port}", "key": str(self.key), "workdir": self.workdir,
+                "sysroot": str(self.adbd.sandbox)}
+
+    def model(self, sweep: Path, **options: object) -> Any:
+        from harness.device.phone_model import PhoneModel
+
+        return PhoneModel(sweep=str(sweep), poll_window=1.0, **self.options(), **options)
+
+    def model_args(self, sweep: Path, **options: object) -> str:
+        """The same as ``--model-args`` text."""
+        return ",".join(f"{k}={v}" for k, v in {"sweep": sweep, **self.options(), **options}.items())
+
+    def fault(self, **kinds: list[str]) -> None:
+        self.faults.write_text(json.dumps(kinds))
+
+    def generated(self) -> Counter:
+        """How many times each (prompt or key, seed) was really generated."""
+        return Counter(self.log.read_text().splitlines()) if self.log.is_file() else Counter()
+
+    def out_pngs(self) -> list[Path]:
+        return sorted(Path(self.workdir, "gen").glob("*/*/*/out/*.png"))
+
+
+def phone_env(tmp_path: Path) -> dict[str, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return {"FAKE_GEN_FAULTS": str(tmp_path / "faults.json"), "FAKE_GEN_LOG": str(tmp_path / "gen.log")}
+
+
+@contextlib.contextmanager
+def fake_phone(sandbox: Path, adb_key: Path, tmp_path: Path, stubs: list[str] = ()):
+    """The fake adbd with the Android stubs (and ``stubs`` first) on its PATH, faults and log set for fake_gen."""
+    pub = Path(str(adb_key) + ".pub").read_bytes()
+    with FakeAdbd(sandbox, known_keys=[pub], path_prepend=[*stubs, str(FAKEBIN), str(Path(sys.executable).parent)],
+                  env=phone_env(tmp_path)) as adbd:
+        yield Phone(adbd, tmp_path / "faults.json", tmp_path / "gen.log", adb_key)
+
+
+@pytest.fixture
+def phone(sandbox, adb_key, tmp_path):
+    """A fake phone for ``fake_gen.py`` (see :func:`fake_phone`)."""
+    with fake_phone(sandbox, adb_key, tmp_path) as p:
+        yield p

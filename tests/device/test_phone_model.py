@@ -7,13 +7,8 @@ image it really generates is logged (``FAKE_GEN_LOG``), so "collected, not gener
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,59 +16,12 @@ import pytest
 from harness.core.errors import HarnessError
 from harness.device.errors import ConfigError
 from harness.device.phone_model import PhoneModel
-from tests.device.conftest import FAKEBIN, write_gen_sweep
-from tests.peers.fake_adbd import FakeAdbd
+from tests.device.conftest import fake_phone, phone_env, write_gen_sweep
 
 pytestmark = pytest.mark.slow
 
 PROMPTS = ["a photo of a cat", "a photo of a dog", "a red apple", "a blue car", "a green bench", "a wine glass"]
 SEEDS = [42, 43, 44, 45, 46, 47]
-
-
-@dataclass
-class Phone:
-    adbd: FakeAdbd
-    faults: Path
-    log: Path
-    key: Path
-
-    @property
-    def workdir(self) -> str:
-        return f"{self.adbd.sandbox}/data/local/tmp/bench"
-
-    def model(self, sweep: Path, **options) -> PhoneModel:
-        return PhoneModel(sweep=str(sweep), host=f"127.0.0.1:{self.adbd.port}", key=str(self.key),
-                          workdir=self.workdir, sysroot=str(self.adbd.sandbox), poll_window=1.0, **options)
-
-    def fault(self, **kinds: list[str]) -> None:
-        self.faults.write_text(json.dumps(kinds))
-
-    def generated(self) -> Counter:
-        """How many times each (prompt or key, seed) was really generated."""
-        return Counter(self.log.read_text().splitlines()) if self.log.is_file() else Counter()
-
-    def out_pngs(self) -> list[Path]:
-        return sorted(Path(self.workdir, "gen").glob("*/*/*/out/*.png"))
-
-
-def phone_env(tmp_path: Path) -> dict[str, str]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    return {"FAKE_GEN_FAULTS": str(tmp_path / "faults.json"), "FAKE_GEN_LOG": str(tmp_path / "gen.log")}
-
-
-@contextlib.contextmanager
-def fake_phone(sandbox: Path, adb_key: Path, tmp_path: Path, stubs: list[str] = ()):
-    """The fake adbd with the Android stubs (and ``stubs`` first) on its PATH, faults and log set for fake_gen."""
-    pub = Path(str(adb_key) + ".pub").read_bytes()
-    with FakeAdbd(sandbox, known_keys=[pub], path_prepend=[*stubs, str(FAKEBIN), str(Path(sys.executable).parent)],
-                  env=phone_env(tmp_path)) as adbd:
-        yield Phone(adbd, tmp_path / "faults.json", tmp_path / "gen.log", adb_key)
-
-
-@pytest.fixture
-def phone(sandbox, adb_key, tmp_path):
-    with fake_phone(sandbox, adb_key, tmp_path) as p:
-        yield p
 
 
 def local_model(sweep: Path, tmp_path: Path, monkeypatch, **options) -> PhoneModel:
