@@ -76,14 +76,18 @@ def robust_tcp_transport_class() -> type:
             return data
 
         def bulk_read_into(self, view: memoryview, transport_timeout_s: float | None) -> int:
-            """Like :meth:`bulk_read`, into ``view`` (no intermediate bytes object); returns the count."""
+            """Like :meth:`bulk_read`, into ``view`` (no intermediate bytes object; ``select`` only when nothing
+            is waiting); returns the count."""
             if self._connection is None:
                 raise ConnectionResetError("ADB connection is closed")
-            readable, _, _ = select.select([self._connection], [], [], transport_timeout_s)
-            if not readable:
-                raise TcpTimeoutException(
-                    f"Reading from {self._host}:{self._port} timed out ({transport_timeout_s} seconds)")
-            count = self._connection.recv_into(view)
+            try:
+                count = self._connection.recv_into(view)
+            except BlockingIOError:
+                readable, _, _ = select.select([self._connection], [], [], transport_timeout_s)
+                if not readable:
+                    raise TcpTimeoutException(
+                        f"Reading from {self._host}:{self._port} timed out ({transport_timeout_s} seconds)") from None
+                count = self._connection.recv_into(view)
             if not count:
                 raise ConnectionResetError(f"{self._host}:{self._port} closed the ADB connection")
             return count
@@ -122,7 +126,7 @@ def pipelined_adb_device_class() -> type:
     chunk). Uses adb-shell 0.4.4's private ``_filesync_flush``/``_filesync_read``/``_filesync_read_buffered``
     hooks.
     """
-    from adb_shell import constants
+    from adb_shell import constants, exceptions
     from adb_shell.adb_device import AdbDevice
     from adb_shell.adb_message import AdbMessage
     from adb_shell.hidden_helpers import _FileSyncTransactionInfo
@@ -169,22 +173,45 @@ def pipelined_adb_device_class() -> type:
         def pull_many(self, device_paths: list[str], transport_timeout_s: float | None = None,
                       read_timeout_s: float = constants.DEFAULT_READ_TIMEOUT_S) -> list[bytes]:
             """The contents of several files through one sync stream: every ``RECV`` is sent at once (the sync
-            protocol is a byte stream; the device answers the requests in order), then each file is read to
-            its ``DONE``. A missing file raises ``AdbCommandFailureException`` (the caller drops the link:
-            the device may close the stream after a ``FAIL``)."""
+            protocol is a byte stream; the device answers the requests in order), then the answers are parsed
+            straight out of the received packets (one copy per byte). A missing file raises
+            ``AdbCommandFailureException`` (the caller drops the link: the device may close the stream after a
+            ``FAIL``)."""
+            import struct
+
             adb_info = self._open(b"sync:", transport_timeout_s, read_timeout_s, None)
             filesync_info = _FileSyncTransactionInfo(constants.FILESYNC_PULL_FORMAT, maxdata=self._maxdata)
-            out = []
             for path in device_paths:
                 self._filesync_send(constants.RECV, adb_info, filesync_info, data=path)
-            for _ in device_paths:
+            self._filesync_flush(adb_info, filesync_info)
+            self._settle(adb_info)
+            packet, pos = memoryview(b""), 0
+
+            def take(size: int) -> list[memoryview]:
+                """The next ``size`` bytes of the stream, as views into the received packets (no copy)."""
+                nonlocal packet, pos
                 parts = []
-                for cmd_id, _, data in self._filesync_read_until([constants.DATA], [constants.DONE], adb_info,
-                                                                 filesync_info):
-                    if cmd_id == constants.DONE:
+                while size:
+                    if pos == len(packet):
+                        packet, pos = memoryview(self._read_until([constants.WRTE], adb_info)[1]), 0
+                    part = min(size, len(packet) - pos)
+                    parts.append(packet[pos:pos + part])
+                    pos, size = pos + part, size - part
+                return parts
+
+            out = []
+            for _ in device_paths:
+                chunks: list[memoryview] = []
+                while True:
+                    ident, size = struct.unpack("<4sI", b"".join(take(8)))
+                    if ident == b"DONE":
                         break
-                    parts.append(data)
-                out.append(b"".join(parts))
+                    if ident == b"DATA":
+                        chunks += take(size)
+                        continue
+                    reason = b"".join(take(size if ident == b"FAIL" else 0)).decode("utf-8", "replace")
+                    raise exceptions.AdbCommandFailureException(f"Command failed: {reason or ident!r}")
+                out.append(b"".join(chunks))  # the one copy
             self._clse(adb_info)
             return out
 
@@ -239,7 +266,7 @@ def skip_checksum_io_manager_class() -> type:
                     raise exceptions.AdbTimeoutError(f"Timeout: read {got} of {length} bytes (transport_timeout_s = "
                                                      f"{adb_info.transport_timeout_s}, read_timeout_s = "
                                                      f"{adb_info.read_timeout_s})")
-            return bytes(buf)  # callers (the RSA signer among them) want bytes
+            return bytes(buf) if length < 65536 else buf  # small ones (the AUTH token for the RSA signer) as bytes
 
         def _read_packet_from_device(self, adb_info: Any) -> tuple[Any, int, int, bytes]:
             cmd, arg0, arg1, length, check = unpack(self._read_bytes_from_device(constants.MESSAGE_SIZE, adb_info))

@@ -255,31 +255,39 @@ class Conn:
         return st.acked.wait(60) and not st.closed
 
     def send_file(self, st: Stream, path: Path) -> bool:
-        """A RECV answer: ``DATA`` chunks then ``DONE``, packed into ≤ maxdata WRTEs; the next packet is read from
-        the file while the client acknowledges the previous one (as a C adbd keeps up), one WRTE in flight."""
-        bufs, which, in_flight, finished = [bytearray(self.maxdata), bytearray(self.maxdata)], 0, False, False
-        with open(path, "rb") as f:
-            while not finished:
-                buf, used = bufs[which], 0
-                while used + 8 < len(buf):
-                    count = f.readinto(memoryview(buf)[used + 8: used + 8 + min(MAX_SYNC_DATA, len(buf) - used - 8)])
-                    if not count:
-                        finished = True
+        """A RECV answer: ``DATA`` chunks then ``DONE``, packed into ≤ maxdata WRTEs; each packet's chunks are
+        read with one ``preadv`` and the next packet is read while the client acknowledges the previous one (as
+        a C adbd keeps up), one WRTE in flight."""
+        bufs, which, in_flight, offset = [bytearray(self.maxdata), bytearray(self.maxdata)], 0, False, 0
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while True:
+                buf = bufs[which]
+                starts = list(range(0, len(buf) - 8, MAX_SYNC_DATA + 8))
+                views = [memoryview(buf)[s + 8: min(s + 8 + MAX_SYNC_DATA, len(buf))] for s in starts]
+                count = os.preadv(fd, views, offset)
+                offset += count
+                used = 0
+                for start, view in zip(starts, views, strict=True):
+                    part = min(count, len(view))
+                    if not part:
                         break
-                    struct.pack_into("<4sI", buf, used, b"DATA", count)
-                    used += 8 + count
-                if finished and used + 8 <= len(buf):
-                    struct.pack_into("<4sI", buf, used, b"DONE", 0)
-                    used += 8
-                elif finished:  # no room left for DONE: it goes in a packet of its own
-                    finished = False
+                    struct.pack_into("<4sI", buf, start, b"DATA", part)
+                    used, count = start + 8 + part, count - part
+                finished = used == 0
+                if finished:
+                    struct.pack_into("<4sI", buf, 0, b"DONE", 0)
+                    used = 8
                 if in_flight and not self.wait_ack(st):
                     return False
                 in_flight = self.send_packet(st, memoryview(buf)[:used])
                 if not in_flight:
                     return False
+                if finished:
+                    return self.wait_ack(st)
                 which ^= 1
-        return self.wait_ack(st)
+        finally:
+            os.close(fd)
 
     def finish(self, st: Stream) -> None:
         if not st.closed and self.alive:
