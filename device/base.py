@@ -228,8 +228,10 @@ class ShellDevice:
         self._pull(remote, buf, timeout_s)
         return buf.getvalue()
 
-    def read_many(self, remotes: list[str], timeout_s: float = 120.0) -> list[bytes]:
-        """Pull several device files into memory, in order (backends may pull them through one stream)."""
+    def read_many(self, remotes: list[str], timeout_s: float = 120.0,
+                  sizes: list[int] | None = None) -> list[bytes]:
+        """Pull several device files into memory, in order (backends may pull them through one stream and use
+        the expected ``sizes`` to receive them in place)."""
         return [self.read_bytes(remote, timeout_s) for remote in remotes]
 
     def ensure_artifact(self, local: str | Path, *, sha256: str | None = None,

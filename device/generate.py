@@ -438,11 +438,15 @@ class PhoneGenerator:
         if not announced:
             return any(e.get("key") in wanted for e in events)
         per_image = self.variant.generate_mode == "per_image"
-        present = set(self.sh(f"ls -1 {q(bdir + '/out')} 2>/dev/null").split())
+        present = self.listing(f"{bdir}/out")
         pulls = [f"{bdir}/out/{k}.png" for k in announced if f"{k}.png" in present]
+        sizes = [present[p.rsplit("/", 1)[1]] for p in pulls]
         if per_image:
+            logs = self.listing(f"{bdir}/logs")
             pulls += [f"{bdir}/logs/{k}.txt" for k in announced]
-        blobs = dict(zip(pulls, self.dev(lambda: self.device.read_many(pulls)) if pulls else [], strict=True))
+            sizes += [logs.get(f"{k}.txt", 0) for k in announced]
+        got = self.dev(lambda: self.device.read_many(pulls, sizes=sizes)) if pulls else []
+        blobs = dict(zip(pulls, got, strict=True))
         for key, event in announced.items():
             png_path, log_path = f"{bdir}/out/{key}.png", f"{bdir}/logs/{key}.txt"
             partial = png_path if f"{key}.png" in present else (log_path if per_image else f"{bdir}/a{n}")
@@ -473,14 +477,25 @@ class PhoneGenerator:
         """Images an ended attempt wrote without announcing them (it was killed, or its device rebooted, between
         the file and the event; or the binary emits no events): kept if they pass the checks, never made again.
         Their time is unknown (``seconds`` None)."""
-        present = set(self.sh(f"ls -1 {q(bdir + '/out')} 2>/dev/null").split())
+        present = self.listing(f"{bdir}/out")
         left = [k for k in keys if not state.settled(k) and f"{k}.png" in present]
         if not left:
             return
-        blobs = self.dev(lambda: self.device.read_many([f"{bdir}/out/{k}.png" for k in left]))
+        blobs = self.dev(lambda: self.device.read_many([f"{bdir}/out/{k}.png" for k in left],
+                                                       sizes=[present[f"{k}.png"] for k in left]))
         for key, data in zip(left, blobs, strict=True):
             if check_png(data, self.width, self.height) is None:
                 state.done[key] = ImageResult(key, png=data, attempt=n)
+
+    def listing(self, folder: str) -> dict[str, int]:
+        """File name → size in bytes of a device folder (``ls -ln``: the size is the fifth column in toybox and
+        GNU alike, the name the last; our names have no spaces)."""
+        sizes = {}
+        for line in self.sh(f"ls -ln {q(folder)} 2>/dev/null").splitlines():
+            words = line.split()
+            if len(words) >= 6 and words[4].isdigit():
+                sizes[words[-1]] = int(words[4])
+        return sizes
 
     def settle(self, bdir: str, n: int, keys: list[str], state: _State, rc: int | None, lost: bool) -> None:
         """After an attempt ended: the key it was on when it crashed or was killed fails; a lost attempt (reboot)

@@ -171,12 +171,14 @@ def pipelined_adb_device_class() -> type:
             return buf[pos:pos + size]
 
         def pull_many(self, device_paths: list[str], transport_timeout_s: float | None = None,
-                      read_timeout_s: float = constants.DEFAULT_READ_TIMEOUT_S) -> list[bytes]:
+                      read_timeout_s: float = constants.DEFAULT_READ_TIMEOUT_S,
+                      sizes: list[int] | None = None) -> list[bytes | bytearray]:
             """The contents of several files through one sync stream: every ``RECV`` is sent at once (the sync
-            protocol is a byte stream; the device answers the requests in order), then the answers are parsed
-            straight out of the received packets (one copy per byte). A missing file raises
-            ``AdbCommandFailureException`` (the caller drops the link: the device may close the stream after a
-            ``FAIL``)."""
+            protocol is a byte stream; the device answers the requests in order). Once checksums are off
+            (``A_VERSION_SKIP_CHECKSUM``), each ``DATA`` payload is received straight into its file's buffer
+            (preallocated when ``sizes`` are known: the only copy is the kernel's); otherwise it is copied out
+            of adb-shell's packets. A missing file raises ``AdbCommandFailureException`` (the caller drops the
+            link: the device may close the stream after a ``FAIL``)."""
             import struct
 
             adb_info = self._open(b"sync:", transport_timeout_s, read_timeout_s, None)
@@ -185,35 +187,83 @@ def pipelined_adb_device_class() -> type:
                 self._filesync_send(constants.RECV, adb_info, filesync_info, data=path)
             self._filesync_flush(adb_info, filesync_info)
             self._settle(adb_info)
-            packet, pos = memoryview(b""), 0
-
-            def take(size: int) -> list[memoryview]:
-                """The next ``size`` bytes of the stream, as views into the received packets (no copy)."""
-                nonlocal packet, pos
-                parts = []
-                while size:
-                    if pos == len(packet):
-                        packet, pos = memoryview(self._read_until([constants.WRTE], adb_info)[1]), 0
-                    part = min(size, len(packet) - pos)
-                    parts.append(packet[pos:pos + part])
-                    pos, size = pos + part, size - part
-                return parts
-
-            out = []
-            for _ in device_paths:
-                chunks: list[memoryview] = []
+            fill = self._sync_filler(adb_info)
+            head, out = bytearray(8), []
+            for i, _ in enumerate(device_paths):
+                expected = sizes[i] if sizes else 0
+                data, placed, spill = bytearray(expected), 0, []
                 while True:
-                    ident, size = struct.unpack("<4sI", b"".join(take(8)))
+                    fill(memoryview(head))
+                    ident, size = struct.unpack("<4sI", head)
+                    if ident == b"DATA":
+                        if not spill and placed + size <= len(data):
+                            fill(memoryview(data)[placed:placed + size])
+                            placed += size
+                        else:  # more than announced (or no size given): chunk by chunk
+                            spill.append(bytearray(size))
+                            fill(memoryview(spill[-1]))
+                        continue
                     if ident == b"DONE":
                         break
-                    if ident == b"DATA":
-                        chunks += take(size)
-                        continue
-                    reason = b"".join(take(size if ident == b"FAIL" else 0)).decode("utf-8", "replace")
-                    raise exceptions.AdbCommandFailureException(f"Command failed: {reason or ident!r}")
-                out.append(b"".join(chunks))  # the one copy
+                    reason = bytearray(size if ident == b"FAIL" else 0)
+                    fill(memoryview(reason))
+                    raise exceptions.AdbCommandFailureException(
+                        f"Command failed: {reason.decode('utf-8', 'replace') or ident!r}")
+                out.append(data if not spill and placed == len(data) else bytes(data[:placed]) + b"".join(spill))
+            fill(None)
             self._clse(adb_info)
             return out
+
+        def _sync_filler(self, adb_info: Any) -> Any:
+            """``fill(view)`` fills ``view`` with the stream's next bytes; ``fill(None)`` acknowledges the last
+            packet (and checks nothing is left of it)."""
+            import struct
+
+            read_into = getattr(self._io_manager._transport, "bulk_read_into", None)
+            timeout = adb_info.transport_timeout_s
+            if read_into is None or not getattr(self._io_manager, "skip_checksum", False):
+                packet, pos = memoryview(b""), 0
+
+                def fill_from_packets(view: memoryview | None) -> None:  # checksummed: through adb-shell
+                    nonlocal packet, pos
+                    while view is not None and len(view):
+                        if pos == len(packet):
+                            packet, pos = memoryview(self._read_until([constants.WRTE], adb_info)[1]), 0
+                        part = min(len(view), len(packet) - pos)
+                        view[:part] = packet[pos:pos + part]
+                        view, pos = view[part:], pos + part
+
+                return fill_from_packets
+            header = bytearray(24)
+            wrte = constants.ID_TO_WIRE[constants.WRTE]
+            state = {"left": 0, "owe": False}
+
+            def exact(view: memoryview) -> None:
+                while len(view):
+                    view = view[read_into(view, timeout):]
+
+            def fill(view: memoryview | None) -> None:
+                while view is None or len(view):
+                    if not state["left"]:
+                        if state["owe"]:  # the packet is consumed: let the device send the next one
+                            self._okay(adb_info)
+                            state["owe"] = False
+                        if view is None:
+                            return
+                        exact(memoryview(header))
+                        cmd, _, arg1, length, _, _ = struct.unpack("<6I", header)
+                        if cmd != wrte or arg1 != adb_info.local_id:
+                            raise exceptions.InvalidResponseError(
+                                f"sync stream: expected WRTE for stream {adb_info.local_id}, got command {cmd:#x} for "
+                                f"{arg1}")
+                        state["left"], state["owe"] = length, True
+                    if view is None:
+                        raise exceptions.InvalidResponseError(f"sync stream: {state['left']} bytes left over")
+                    part = min(len(view), state["left"])
+                    exact(view[:part])
+                    view, state["left"] = view[part:], state["left"] - part
+
+            return fill
 
     return PipelinedAdbDevice
 

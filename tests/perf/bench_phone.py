@@ -48,19 +48,23 @@ with conn:
 
 
 def raw_socket_pull(paths: list[Path]) -> tuple[float, bytes]:
-    """Seconds for another process to read ``paths`` and send them over loopback TCP into this one's memory
-    (what a pull does, without ADB): the raw socket copy of the same bytes."""
+    """Seconds for another process to read ``paths`` and send them over loopback TCP into this one's memory, one
+    buffer per file as a pull fills them (what a pull does, without ADB): the raw socket copy of the same bytes."""
     proc = subprocess.Popen([sys.executable, "-c", RAW_SENDER, *map(str, paths)], stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())
-    buf = bytearray(sum(p.stat().st_size for p in paths))  # received in place: no copies on this side
-    view, got = memoryview(buf), 0
+    sizes = [p.stat().st_size for p in paths]
     t = time.perf_counter()
+    files = []
     with socket.create_connection(("127.0.0.1", port)) as c:
-        while got < len(buf) and (count := c.recv_into(view[got:got + (1 << 20)])):
-            got += count
+        for size in sizes:
+            buf = bytearray(size)  # received in place: no copies on this side
+            view, got = memoryview(buf), 0
+            while got < size and (count := c.recv_into(view[got:got + (1 << 20)])):
+                got += count
+            files.append(buf)
     elapsed = time.perf_counter() - t
     proc.wait(60)
-    return elapsed, bytes(buf)
+    return elapsed, b"".join(files)
 
 
 def device_at(port: int, key: Path, sandbox: Path) -> AdbShellDevice:
@@ -83,7 +87,7 @@ def bench_pull(work: Path, key: Path, images: int, repeats: int = 9) -> dict:
         fake_gen.write_png(fake_gen.draw(f"a photo of thing {i}", i, 1024, 1024, None), str(path))
         paths.append(path)
     expected = b"".join(p.read_bytes() for p in paths)
-    total = len(expected)
+    total, sizes = len(expected), [p.stat().st_size for p in paths]  # what `ls -ln` tells the adapter
     raw_s, many_s, each_s = [], [], []
     with fake_adbd_process(sandbox, key) as port:
         dev = device_at(port, key, sandbox)
@@ -91,7 +95,7 @@ def bench_pull(work: Path, key: Path, images: int, repeats: int = 9) -> dict:
             seconds, copied = raw_socket_pull(paths)
             raw_s.append(seconds)
             t = time.perf_counter()
-            got = dev.read_many([str(p) for p in paths])
+            got = dev.read_many([str(p) for p in paths], sizes=sizes)
             many_s.append(time.perf_counter() - t)
             assert b"".join(got) == copied == expected
             t = time.perf_counter()
