@@ -296,20 +296,10 @@ class PhoneGenerator:
             script = self.driver(bdir, requests, sources, where)
             self.dev(lambda: self.device.write_bytes(driver, script.encode()))
             command = sh_join(["sh", driver])
-        links = {}
-        for name, local in self.variant.files:
-            sha = file_sha(local)
-            if (sha, self.session.boot) not in self.verified:  # checked once per boot, as the sweep does
-                self.dev(lambda local=local, sha=sha: self.device.ensure_artifact(local, sha256=sha))
-                self.verified.add((sha, self.session.boot))
-            links[name] = f"{self.device.workdir}/cas/{sha}"
-        self.dev(lambda: self._spawn_once(command, rundir, links))
-
-    def _spawn_once(self, command: str, rundir: str, links: dict[str, str]) -> None:
-        if self.device.poll(rundir).state in ("running", "exited"):
-            return  # a previous try, cut off by a disconnect, launched it already
-        self.device.spawn(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz, meminfo=self.sweep.meminfo,
-                          links=links)
+        artifacts = [(name, local, file_sha(local)) for name, local in self.variant.files]
+        links = self.device.linked_artifacts(artifacts, self.verified, self.session.boot, self.dev)
+        self.dev(lambda: self.device.spawn_once(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz,
+                                                meminfo=self.sweep.meminfo, links=links))
 
     def driver(self, bdir: str, requests: list[ImageRequest], sources: dict[str, str], where: str) -> str:
         """The per-image driver: each image under ``timeout``, its output in ``logs/<key>.txt``, an ``image``
@@ -400,8 +390,15 @@ class PhoneGenerator:
             raise
         except DeviceError:
             return []
-        return [e["key"] for e in (json.loads(line) for line in text.splitlines() if line.strip())
-                if isinstance(e, dict) and isinstance(e.get("key"), str)]
+        keys = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short: its key is simply launched again
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                keys.append(entry["key"])
+        return keys
 
     def events(self, rundir: str, seen: int, *, wait: bool) -> tuple[list[dict[str, Any]], int]:
         """Contract lines after the first ``seen`` (complete lines only); with ``wait``, the device holds the

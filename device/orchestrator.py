@@ -228,12 +228,7 @@ class SweepRunner:
                                             "(killed, or the device rebooted)")
             return
         if state.state in ("absent", "unlaunched"):  # never launched: not an attempt yet, launch it now
-            links = {}
-            for name, local, sha in job.artifacts:
-                if (sha, self.boot) not in self.verified:  # checked once per boot, not once per job
-                    self.dev(lambda local=local, sha=sha: dev.ensure_artifact(local, sha256=sha))
-                    self.verified.add((sha, self.boot))
-                links[name] = f"{dev.workdir}/cas/{sha}"
+            links = dev.linked_artifacts(job.artifacts, self.verified, self.boot, self.dev)  # once per boot
             before, skip = self.gate(rec)
             if skip:
                 rec.update(status="skipped", error=skip)
@@ -279,11 +274,8 @@ class SweepRunner:
 
     def _spawn_once(self, command: str, rundir: str, links: dict[str, str]) -> None:
         """Spawn unless a previous try (cut off by a disconnect) already launched it."""
-        st = self.device.poll(rundir)
-        if st.state in ("running", "exited"):
-            return
-        self.device.spawn(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz, meminfo=self.sweep.meminfo,
-                          links=links)
+        self.device.spawn_once(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz,
+                               meminfo=self.sweep.meminfo, links=links)
 
     def gate(self, rec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """Preconditions and the temperature-gated cooldown; returns (snapshot, skip reason or None)."""

@@ -178,12 +178,16 @@ def render_command(variant: Variant, sweep: Sweep, *, where: str = "", **values:
     fields = {**get_runner(variant.runner).placeholders(), **{name: name for name, _ in variant.files},
               **dict(variant.args), "iters": sweep.iters_per_process, "warmup": sweep.warmup_iters,
               "seed": sweep.image_seed, **values}
+    return render_template(variant.command, fields, where)
+
+
+def render_template(template: str, fields: dict[str, Any], where: str) -> str:
+    """``template`` with each placeholder one quoted shell word, or one line naming ``where`` and the known names."""
     try:
-        _check_placeholders_unquoted(variant.command, where)
-        return _QuotingFormatter().format(variant.command, **fields)
+        _check_placeholders_unquoted(template, where)
+        return _QuotingFormatter().format(template, **fields)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {known}") from exc
+        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {', '.join(sorted(fields))}") from exc
 
 
 def template_fields(template: str) -> set[str]:
@@ -204,12 +208,8 @@ def render_generate(variant: Variant, sweep: Sweep, *, where: str = "", **values
     where = where or f"{sweep.path}: variant {variant.name!r} generate"
     if not variant.generate:
         raise ConfigError(f"{where}: missing; add a generate command template to the variant")
-    fields = {**{name: name for name, _ in variant.files}, **dict(variant.args), **values}
-    try:
-        _check_placeholders_unquoted(variant.generate, where)
-        return _QuotingFormatter().format(variant.generate, **fields)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {', '.join(sorted(fields))}") from exc
+    return render_template(variant.generate, {**{name: name for name, _ in variant.files}, **dict(variant.args),
+                                              **values}, where)
 
 
 def check_generate(variant: Variant, sweep: Sweep, where: str) -> None:
