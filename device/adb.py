@@ -139,6 +139,22 @@ class AdbShellDevice(ShellDevice):
         self._call(f"pull {remote}", lambda d: d.pull(remote, local, transport_timeout_s=min(t, 30.0),
                                                       read_timeout_s=t))
 
+    def read_many(self, remotes: list[str], timeout_s: float = 120.0,
+                  sizes: list[int] | None = None) -> list[bytes]:
+        """Pull several files through one sync stream (every request sent at once; ``sizes``, when known,
+        let each file be received in place); a file that vanished drops the link (the device may close a sync
+        stream after a ``FAIL``) and raises :class:`DeviceError`."""
+        if not remotes:
+            return []
+        t = float(timeout_s)
+        try:
+            return self._call(f"pull {remotes[0]} (+{len(remotes) - 1})",
+                              lambda d: d.pull_many(list(remotes), transport_timeout_s=min(t, 30.0), read_timeout_s=t,
+                                                    sizes=sizes))
+        except DeviceError:
+            self.close()
+            raise
+
     def stat(self, remote: str) -> tuple[int, int, int]:
         """``(mode, size, mtime)``; mode 0 means the path does not exist."""
         return self._call(f"stat {remote}", lambda d: d.stat(remote, transport_timeout_s=10.0, read_timeout_s=10.0))

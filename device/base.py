@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from harness.device.errors import CommandFailed, CommandTimeout, ConfigError, DeviceDisconnected, DeviceError
 
@@ -228,6 +228,12 @@ class ShellDevice:
         self._pull(remote, buf, timeout_s)
         return buf.getvalue()
 
+    def read_many(self, remotes: list[str], timeout_s: float = 120.0,
+                  sizes: list[int] | None = None) -> list[bytes]:
+        """Pull several device files into memory, in order (backends may pull them through one stream and use
+        the expected ``sizes`` to receive them in place)."""
+        return [self.read_bytes(remote, timeout_s) for remote in remotes]
+
     def ensure_artifact(self, local: str | Path, *, sha256: str | None = None,
                         timeout_s: float = 600.0) -> tuple[str, str]:
         """Content-addressed push: ``workdir/cas/<sha256>``; pushed only if absent or different.
@@ -275,6 +281,24 @@ class ShellDevice:
         res = self.run(launch, check=True)
         if "launched" not in res.stdout:
             raise DeviceError(f"{self.serial}: could not launch run in {rundir}: {res.stdout[-200:]}")
+
+    def spawn_once(self, command: str, rundir: str, **options: Any) -> None:
+        """:meth:`spawn` unless a previous try (cut off by a disconnect) launched it already."""
+        if self.poll(rundir).state not in ("running", "exited"):
+            self.spawn(command, rundir, **options)
+
+    def linked_artifacts(self, artifacts: Iterable[tuple[str, str, str]], verified: set[tuple[str, str | None]],
+                         boot: str | None, call: Any = None) -> dict[str, str]:
+        """Ensure ``(name, local path, sha256)`` artifacts in the cache (once per boot: ``verified`` remembers)
+        and return the run-folder links to them; ``call`` wraps each device call (reconnects)."""
+        call = call or (lambda fn: fn())
+        links = {}
+        for name, local, sha in artifacts:
+            if (sha, boot) not in verified:
+                call(lambda local=local, sha=sha: self.ensure_artifact(local, sha256=sha))
+                verified.add((sha, boot))
+            links[name] = f"{self.workdir}/cas/{sha}"
+        return links
 
     def poll(self, rundir: str) -> RunState:
         """``exited`` (with rc) once ``done`` exists, ``running`` while the wrapper lives, ``unlaunched`` if the

@@ -35,6 +35,7 @@ from harness.device.record import (
 )
 from harness.device.runners import get_runner
 from harness.device.runners.base import ParsedRun
+from harness.device.session import Reconnecting
 from harness.device.sweep import Job, Sweep, expand
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class SweepRunner:
         self.progress = progress or (lambda msg: None)
         self.stats = {"disconnects": 0, "reboots": 0, "jobs": 0, "already_done": 0, "records": 0, "spawned": 0,
                       "collected_after_resume": 0}
-        self.boot: str | None = None
+        self.session = Reconnecting(device, budget_s=reconnect_budget_s, first_delay_s=reconnect_first_delay_s,
+                                    progress=self.progress, stats=self.stats)
         self.info: dict[str, Any] = {}
         self.baseline_c: float | None = None
         self.verified: set[tuple[str, str | None]] = set()
@@ -111,29 +113,16 @@ class SweepRunner:
     # -- device calls with reconnect ------------------------------------------------------------------
     def dev(self, fn: Callable[[], T], retries: int = 6) -> T:
         """Call ``fn``; on a disconnect reconnect (backoff), check the boot id, call again."""
-        check_boot = False
-        for _ in range(retries):
-            try:
-                if check_boot:
-                    boot = self.device.boot_id()
-                    check_boot = False
-                    if boot != self.boot:
-                        old, self.boot = self.boot, boot
-                        self.stats["reboots"] += 1
-                        raise DeviceRebooted(f"{self.device.serial} rebooted (boot id {old} -> {boot})")
-                return fn()
-            except DeviceDisconnected as exc:
-                self.stats["disconnects"] += 1
-                self.progress(f"disconnected ({exc}); reconnecting")
-                self.device.reconnect(self.reconnect_budget_s, self.reconnect_first_delay_s)
-                check_boot = True
-        raise DeviceDisconnected(f"{self.device.serial}: still failing after {retries} reconnects")
+        return self.session(fn, retries)
+
+    @property
+    def boot(self) -> str | None:
+        return self.session.boot
 
     # -- sweep -----------------------------------------------------------------------------------------
     def preflight(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device.connect()
-        self.boot = self.device.boot_id()
+        self.session.start()
         self.info = self.dev(lambda: device_info(self.device))
         manifest = self.out / "manifest.json"
         if manifest.is_file():
@@ -239,12 +228,7 @@ class SweepRunner:
                                             "(killed, or the device rebooted)")
             return
         if state.state in ("absent", "unlaunched"):  # never launched: not an attempt yet, launch it now
-            links = {}
-            for name, local, sha in job.artifacts:
-                if (sha, self.boot) not in self.verified:  # checked once per boot, not once per job
-                    self.dev(lambda local=local, sha=sha: dev.ensure_artifact(local, sha256=sha))
-                    self.verified.add((sha, self.boot))
-                links[name] = f"{dev.workdir}/cas/{sha}"
+            links = dev.linked_artifacts(job.artifacts, self.verified, self.boot, self.dev)  # once per boot
             before, skip = self.gate(rec)
             if skip:
                 rec.update(status="skipped", error=skip)
@@ -290,11 +274,8 @@ class SweepRunner:
 
     def _spawn_once(self, command: str, rundir: str, links: dict[str, str]) -> None:
         """Spawn unless a previous try (cut off by a disconnect) already launched it."""
-        st = self.device.poll(rundir)
-        if st.state in ("running", "exited"):
-            return
-        self.device.spawn(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz, meminfo=self.sweep.meminfo,
-                          links=links)
+        self.device.spawn_once(command, rundir, sample_period_s=1.0 / self.sweep.sample_hz,
+                               meminfo=self.sweep.meminfo, links=links)
 
     def gate(self, rec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """Preconditions and the temperature-gated cooldown; returns (snapshot, skip reason or None)."""

@@ -31,8 +31,11 @@ from harness.device.runners import RUNNERS, get_runner
 TOP_KEYS = {"name", "steps", "resolutions", "repeats", "iters_per_process", "warmup_iters", "order", "seed",
             "image_seed", "job_timeout_s", "max_attempts", "poll_s", "sample_hz", "meminfo", "variants",
             "cooldown", "preconditions", "device"}
-VARIANT_KEYS = {"name", "runner", "command", "files", "args", "outputs", "runtime", "backend", "precision",
+VARIANT_KEYS = {"name", "runner", "command", "generate", "files", "args", "outputs", "runtime", "backend", "precision",
                 "threads", "memory_mode"}
+#: placeholders of a ``generate`` template: one process for a batch (``{prompts}`` file) or one per image
+GENERATE_BATCH = ("prompts", "outdir", "metrics_out", "steps", "width", "height")
+GENERATE_PER_IMAGE = ("prompt", "seed", "output", "source", "key", "steps", "width", "height")
 COOLDOWN_KEYS = {"sensor", "max_delta_c", "abs_max_c", "min_s", "max_s", "poll_s", "thermal_status_max"}
 PRECONDITION_KEYS = {"min_battery", "screen", "charging"}
 DEVICE_KEYS = {"backend", "host", "port", "serial", "usb", "key", "workdir", "sysroot", "adb_server_port"}
@@ -54,6 +57,13 @@ class Variant:
     precision: str | None = None
     threads: int | None = None
     memory_mode: int | None = None
+    #: the image-generation command template (``harness run ... --model phone``), or None
+    generate: str | None = None
+
+    @property
+    def generate_mode(self) -> str:
+        """``"batch"`` (the template takes ``{prompts}``) or ``"per_image"`` (one process per image)."""
+        return "batch" if self.generate and "prompts" in template_fields(self.generate) else "per_image"
 
 
 @dataclass(frozen=True)
@@ -168,12 +178,52 @@ def render_command(variant: Variant, sweep: Sweep, *, where: str = "", **values:
     fields = {**get_runner(variant.runner).placeholders(), **{name: name for name, _ in variant.files},
               **dict(variant.args), "iters": sweep.iters_per_process, "warmup": sweep.warmup_iters,
               "seed": sweep.image_seed, **values}
+    return render_template(variant.command, fields, where)
+
+
+def render_template(template: str, fields: dict[str, Any], where: str) -> str:
+    """``template`` with each placeholder one quoted shell word, or one line naming ``where`` and the known names."""
     try:
-        _check_placeholders_unquoted(variant.command, where)
-        return _QuotingFormatter().format(variant.command, **fields)
+        _check_placeholders_unquoted(template, where)
+        return _QuotingFormatter().format(template, **fields)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {known}") from exc
+        raise ConfigError(f"{where} has a bad placeholder {exc}; known: {', '.join(sorted(fields))}") from exc
+
+
+def template_fields(template: str) -> set[str]:
+    """The ``{placeholder}`` names of a command template (unparsable braces give none)."""
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:
+        return set()
+
+
+def render_generate(variant: Variant, sweep: Sweep, *, where: str = "", **values: Any) -> str:
+    """The variant's ``generate`` template with every placeholder one quoted shell word.
+
+    A batch template (``{prompts}``) gets ``prompts``, ``outdir``, ``metrics_out``, ``steps``, ``width``,
+    ``height``; a per-image one ``prompt``, ``seed``, ``output``, ``source``, ``key``, ``steps``, ``width``,
+    ``height``; both get the variant's ``files`` names and ``args``.
+    """
+    where = where or f"{sweep.path}: variant {variant.name!r} generate"
+    if not variant.generate:
+        raise ConfigError(f"{where}: missing; add a generate command template to the variant")
+    return render_template(variant.generate, {**{name: name for name, _ in variant.files}, **dict(variant.args),
+                                              **values}, where)
+
+
+def check_generate(variant: Variant, sweep: Sweep, where: str) -> None:
+    """A ``generate`` template's mode and placeholders, checked with sample values (one line naming the field)."""
+    mode = variant.generate_mode
+    names = template_fields(variant.generate or "")
+    need = ("prompts", "outdir") if mode == "batch" else ("prompt", "output")
+    missing = [n for n in need if n not in names]
+    if missing:
+        kind = "a batch template (it uses {prompts})" if mode == "batch" else "a per-image template (no {prompts})"
+        raise ConfigError(f"{where}: {kind} needs {', '.join('{' + n + '}' for n in missing)}; a batch binary reads "
+                          "{prompts} and writes {outdir}/<key>.png, a per-image one writes {output} for {prompt}")
+    sample = dict.fromkeys(GENERATE_BATCH if mode == "batch" else GENERATE_PER_IMAGE, "x")
+    render_generate(variant, sweep, where=where, **sample)
 
 
 def _name(path: str, where: str, what: str, value: Any) -> str:
@@ -293,6 +343,8 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
         for req in ("name", "runner", "command"):
             if not isinstance(v.get(req), str) or not v.get(req):
                 raise _fail(path, f"{where}.{req}", "missing or not a string")
+        if "generate" in v and (not isinstance(v["generate"], str) or not v["generate"].strip()):
+            raise _fail(path, f"{where}.generate", "must be a non-empty command template string")
         _name(path, f"{where}.name", "variant name", v["name"])
         if v["runner"] not in RUNNERS:
             raise _fail(path, f"{where}.runner", f"unknown runner {v['runner']!r}; choose one of "
@@ -321,7 +373,7 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
             args=tuple(sorted(args.items())), outputs=tuple(outputs),
             runtime=v.get("runtime"), backend=v.get("backend"), precision=v.get("precision"),
             threads=None if v.get("threads") is None else _int(path, f"{where}.threads", v["threads"], 1, 64),
-            memory_mode=v.get("memory_mode")))
+            memory_mode=v.get("memory_mode"), generate=v.get("generate")))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise _fail(path, "variants", f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
@@ -369,6 +421,8 @@ def parse_sweep(data: dict[str, Any], path: str = "<sweep>", base_dir: Path | No
     for i, v in enumerate(variants):  # catch bad placeholders now, not on the phone
         render_command(v, sweep, where=f"{path}: variants[{i}].command", steps=steps[0], height=resolutions[0][0],
                        width=resolutions[0][1], repeat=0)
+        if v.generate is not None:
+            check_generate(v, sweep, f"{path}: variants[{i}].generate")
     return sweep
 
 
@@ -380,7 +434,8 @@ def load_sweep(path: str | Path) -> Sweep:
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def _file_sha(path: str) -> str:
+def file_sha(path: str) -> str:
+    """sha256 of a local artifact, cached by (path, size, mtime)."""
     st = Path(path).stat()
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
@@ -401,7 +456,7 @@ def job_id_for(variant: Variant, artifacts: list[tuple[str, str, str]], sweep: S
 
 def expand(sweep: Sweep, serial: str) -> list[Job]:
     """All jobs in run order (``order_idx`` 0..N-1)."""
-    arts = {v.name: [(n, p, _file_sha(p)) for n, p in v.files] for v in sweep.variants}
+    arts = {v.name: [(n, p, file_sha(p)) for n, p in v.files] for v in sweep.variants}
     configs = [(v, s, h, w) for v in sweep.variants for s in sweep.steps for h, w in sweep.resolutions]
     plan: list[tuple[Variant, int, int, int, int]] = []
     if sweep.order == "sequential":

@@ -2,7 +2,8 @@
 
 Generic over every benchmark: the identity of every run (model, settings, seeds, scorer, data sha256, plugin
 provenance), the comparison if any, then each benchmark's own section (its tables, plots and image grids,
-from its ``Reportable``), the store's history, and the published numbers of the benchmarks shown, with
+from its ``Reportable``), runs measured on a device next to their reference (:mod:`harness.reports.deployed`),
+the store's history, and the published numbers of the benchmarks shown, with
 their sources, kept apart from ours. Images are linked by relative path (lazy-loaded), so the page opens
 offline next to the run folders without copying them.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from harness.api.reporting import PublishedTable, RunData, esc, fmt, md, md_row
 from harness.core.paths import folder_arg
 from harness.reports.compare import Comparison
+from harness.reports.deployed import section as deployed_section
 from harness.reports.regression import reportable
 
 CSS = """
@@ -104,6 +106,11 @@ def build_report(runs: Sequence[RunData], out_dir: Path, *, comparisons: Sequenc
         markdown += [section.markdown, ""]
         missing_total += section.missing_images
         published += kind.published()
+    deployed = deployed_section(runs, out_dir, grid_limit)
+    if deployed is not None:
+        parts.append(deployed.html)
+        markdown += [deployed.markdown, ""]
+        missing_total += deployed.missing_images
     if history_svg:
         parts.append(f"<h2>History</h2>{history_svg}")
     if published:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import sys
 import textwrap
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 FAKEBIN = HERE / "fakebin"
 FIXTURES = HERE / "fixtures"
 FAKE_BENCH = HERE / "fake_bench.py"
+FAKE_GEN = HERE / "fake_gen.py"
 
 
 def make_sandbox(root: Path) -> Path:
@@ -108,3 +114,92 @@ def write_sweep(folder: Path, body: str = "", *, bench_args: str = "", name: str
         {extra_variant}
     """))
     return path
+
+
+def write_gen_sweep(folder: Path, *, mode: str = "batch", per_image_ms: float = 20, size: str = "64x64",
+                    gen_args: str = "", name: str = "g", variant: str = "fake-gen", extra_variant: str = "") -> Path:
+    """A TOML sweep whose variant makes images with ``fake_gen.py``: a batch or a one-process-per-image template."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sweep.toml"
+    py = sys.executable
+    if mode == "batch":
+        generate = (f"{py} {{gen}} --prompts {{prompts}} --outdir {{outdir}} --metrics-out {{metrics_out}} "
+                    f"--per-image-ms {per_image_ms} {gen_args}")
+    else:
+        generate = (f"{py} {{gen}} --prompt {{prompt}} --seed {{seed}} --output {{output}} --width {{width}} "
+                    f"--height {{height}} --steps {{steps}} --format mnn --per-image-ms {per_image_ms} {gen_args}")
+    path.write_text(textwrap.dedent(f"""
+        name = "{name}"
+        steps = [4]
+        resolutions = ["{size}"]
+        job_timeout_s = 30
+
+        [[variants]]
+        name = "{variant}"
+        runner = "{'jsonl' if mode == 'batch' else 'mnn'}"
+        command = "{py} {{gen}} --prompts {{steps}}"
+        generate = "{generate}"
+        files = {{ gen = "{FAKE_GEN}" }}
+        runtime = "fake"
+        backend = "cpu"
+        precision = "fp32"
+        {extra_variant}
+    """))
+    return path
+
+
+@dataclass
+class Phone:
+    adbd: FakeAdbd
+    faults: Path
+    log: Path
+    key: Path
+
+    @property
+    def workdir(self) -> str:
+        return f"{self.adbd.sandbox}/data/local/tmp/bench"
+
+    def options(self) -> dict[str, str]:
+        """The ``phone`` model's device options for this fake."""
+        return {"host": f"127.0.0.1:{self.adbd.port}", "key": str(self.key), "workdir": self.workdir,
+                "sysroot": str(self.adbd.sandbox)}
+
+    def model(self, sweep: Path, **options: object) -> Any:
+        from harness.device.phone_model import PhoneModel
+
+        return PhoneModel(sweep=str(sweep), poll_window=1.0, **self.options(), **options)
+
+    def model_args(self, sweep: Path, **options: object) -> str:
+        """The same as ``--model-args`` text."""
+        return ",".join(f"{k}={v}" for k, v in {"sweep": sweep, **self.options(), **options}.items())
+
+    def fault(self, **kinds: list[str]) -> None:
+        self.faults.write_text(json.dumps(kinds))
+
+    def generated(self) -> Counter:
+        """How many times each (prompt or key, seed) was really generated."""
+        return Counter(self.log.read_text().splitlines()) if self.log.is_file() else Counter()
+
+    def out_pngs(self) -> list[Path]:
+        return sorted(Path(self.workdir, "gen").glob("*/*/*/out/*.png"))
+
+
+def phone_env(tmp_path: Path) -> dict[str, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return {"FAKE_GEN_FAULTS": str(tmp_path / "faults.json"), "FAKE_GEN_LOG": str(tmp_path / "gen.log")}
+
+
+@contextlib.contextmanager
+def fake_phone(sandbox: Path, adb_key: Path, tmp_path: Path, stubs: list[str] = ()):
+    """The fake adbd with the Android stubs (and ``stubs`` first) on its PATH, faults and log set for fake_gen."""
+    pub = Path(str(adb_key) + ".pub").read_bytes()
+    with FakeAdbd(sandbox, known_keys=[pub], path_prepend=[*stubs, str(FAKEBIN), str(Path(sys.executable).parent)],
+                  env=phone_env(tmp_path)) as adbd:
+        yield Phone(adbd, tmp_path / "faults.json", tmp_path / "gen.log", adb_key)
+
+
+@pytest.fixture
+def phone(sandbox, adb_key, tmp_path):
+    """A fake phone for ``fake_gen.py`` (see :func:`fake_phone`)."""
+    with fake_phone(sandbox, adb_key, tmp_path) as p:
+        yield p

@@ -102,6 +102,16 @@ def evil_checkpoint(root: Path) -> None:
 
 
 RUN_G = ["run", "geneval", "--model", "tiny", "--prompts", "demo", "--no-progress"]
+PHONE = ["run", "geneval", "--model", "phone", "--prompts", "demo", "--no-progress", "--model-args"]
+BATCH_GEN = "./gen --prompts {prompts} --outdir {outdir}"
+
+
+def sweep_toml(generate: str | None = BATCH_GEN, variant: str = "v") -> Setup:
+    """A sweep file (with its artifact) whose variant has this ``generate`` template (None: no template)."""
+    line = "" if generate is None else f"generate = {json.dumps(generate)}\n"
+    return both(write("gen", "#!/bin/sh\n"),
+                write("s.toml", f'name = "s"\nsteps = [4]\nresolutions = ["64x64"]\n[[variants]]\nname = "{variant}"\n'
+                                f'runner = "jsonl"\ncommand = "./gen"\n{line}files = {{ gen = "gen" }}\n'))
 SCORE_G = ["score", "geneval", "--images", "imgs", "--no-progress"]
 RUN_E = ["run", "imgedit", "--model", "tiny", "--cases", "demo", "--no-score", "--no-progress"]
 SCORE_E = ["score", "imgedit", "--images", "imgs", "--cases", "demo", "--no-progress"]
@@ -266,6 +276,26 @@ CASES = [
     case(["merge", "r"], "scoring-x.json", write("r/scoring-x.json", "[]"), id="merge-scoring-array"),
     case(["merge", "r", "--store", "store.db"], "store.db",
          both(write("r/run.json", '{"benchmark": "geneval"}'), garbage("store.db")), id="merge-store-not-sqlite"),
+    # -- the phone model (a sweep variant's generate template) ---------------------------------------------
+    case(PHONE[:-1], "--model-args sweep=FILE", id="run-phone-sweep-missing"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: sweep file not found", id="run-phone-sweep-file-missing"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: variants[0] (v) has no generate template", sweep_toml(None),
+         id="run-phone-no-generate-template"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: variants[0].generate has a bad placeholder 'nope'",
+         sweep_toml(BATCH_GEN + " {nope}"), id="run-phone-placeholder-unknown"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: variants[0].generate: a batch template (it uses {prompts}) needs {outdir}",
+         sweep_toml("./gen {prompts}"), id="run-phone-batch-template-no-outdir"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: variants[0].generate: a per-image template (no {prompts}) needs {output}",
+         sweep_toml("./gen -p {prompt}"), id="run-phone-per-image-template-no-output"),
+    case([*PHONE, "sweep=s.toml"], "s.toml: variants[0].generate has a bad placeholder 'outdir'",
+         sweep_toml("./gen -p {prompt} -o {output} --dir {outdir}"), id="run-phone-per-image-batch-placeholder"),
+    case([*PHONE, "sweep=s.toml"], "placeholder {prompt} is inside quotes",
+         sweep_toml("./gen -p '{prompt}' -o {output}"), id="run-phone-placeholder-quoted"),
+    case([*PHONE, "sweep=s.toml,variant=w8a16"], "variant=w8a16: no such variant in s.toml", sweep_toml(),
+         id="run-phone-variant-unknown"),
+    case([*PHONE, "sweep=s.toml,backend=usb"], "backend='usb'", sweep_toml(), id="run-phone-backend-unknown"),
+    case([*PHONE, "sweep=s.toml,port=0"], "port=0", sweep_toml(), id="run-phone-port-0"),
+    case([*PHONE, "sweep=s.toml,steps=0"], "steps=0", sweep_toml(), id="run-phone-steps-0"),
     # -- device ---------------------------------------------------------------------------------------------
     case(["device", "nope"], "invalid choice: 'nope'", id="device-command-unknown"),
     case(["device", "sweep"], "file", id="device-sweep-file-missing-arg"),

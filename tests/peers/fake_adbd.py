@@ -99,9 +99,14 @@ class Conn:
         return self.protocol >= VERSION_SKIP_CHECKSUM
 
     # -- io --------------------------------------------------------------------------------------------
-    def send(self, cmd: int, a0: int, a1: int, data: bytes = b"") -> None:
+    def send(self, cmd: int, a0: int, a1: int, data: bytes | memoryview = b"") -> None:
         with self.send_lock:
-            self.sock.sendall(pack(cmd, a0, a1, data, checksum=not self.skip_checksum))
+            if len(data) <= 65536:
+                self.sock.sendall(pack(cmd, a0, a1, bytes(data), checksum=not self.skip_checksum))
+                return
+            check = 0 if self.skip_checksum else byte_sum(data)  # large payloads: header, then the data uncopied
+            self.sock.sendall(struct.pack("<6I", cmd, a0, a1, len(data), check, cmd ^ 0xFFFFFFFF))
+            self.sock.sendall(data)
 
     def recv_exact(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -233,13 +238,56 @@ class Conn:
     def write(self, st: Stream, data: bytes) -> bool:
         """WRTE in ≤ maxdata chunks, each waiting for the client's OKAY (one in flight per stream)."""
         for i in range(0, len(data), self.maxdata):
-            if st.closed or not self.alive:
-                return False
-            st.acked.clear()
-            self.send(A_WRTE, st.local, st.remote, data[i: i + self.maxdata])
-            if not st.acked.wait(60) or st.closed:
+            if not self.send_packet(st, data[i: i + self.maxdata]) or not self.wait_ack(st):
                 return False
         return True
+
+    def send_packet(self, st: Stream, data: bytes | memoryview) -> bool:
+        """One WRTE (≤ maxdata); the caller waits for its OKAY (:meth:`wait_ack`) before the next one."""
+        if st.closed or not self.alive:
+            return False
+        st.acked.clear()
+        self.send(A_WRTE, st.local, st.remote, data)
+        return True
+
+    @staticmethod
+    def wait_ack(st: Stream) -> bool:
+        return st.acked.wait(60) and not st.closed
+
+    def send_file(self, st: Stream, path: Path) -> bool:
+        """A RECV answer: ``DATA`` chunks then ``DONE``, packed into ≤ maxdata WRTEs; each packet's chunks are
+        read with one ``preadv`` and the next packet is read while the client acknowledges the previous one (as
+        a C adbd keeps up), one WRTE in flight."""
+        bufs, which, in_flight, offset = [bytearray(self.maxdata), bytearray(self.maxdata)], 0, False, 0
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while True:
+                buf = bufs[which]
+                starts = list(range(0, len(buf) - 8, MAX_SYNC_DATA + 8))
+                views = [memoryview(buf)[s + 8: min(s + 8 + MAX_SYNC_DATA, len(buf))] for s in starts]
+                count = os.preadv(fd, views, offset)
+                offset += count
+                used = 0
+                for start, view in zip(starts, views, strict=True):
+                    part = min(count, len(view))
+                    if not part:
+                        break
+                    struct.pack_into("<4sI", buf, start, b"DATA", part)
+                    used, count = start + 8 + part, count - part
+                finished = used == 0
+                if finished:
+                    struct.pack_into("<4sI", buf, 0, b"DONE", 0)
+                    used = 8
+                if in_flight and not self.wait_ack(st):
+                    return False
+                in_flight = self.send_packet(st, memoryview(buf)[:used])
+                if not in_flight:
+                    return False
+                if finished:
+                    return self.wait_ack(st)
+                which ^= 1
+        finally:
+            os.close(fd)
 
     def finish(self, st: Stream) -> None:
         if not st.closed and self.alive:
@@ -323,16 +371,8 @@ class Conn:
                     msg = b"No such file or directory"
                     self.write(st, struct.pack("<4sI", b"FAIL", len(msg)) + msg)
                     continue
-                out = bytearray()
-                with open(path, "rb") as f:
-                    while block := f.read(MAX_SYNC_DATA):
-                        out += struct.pack("<4sI", b"DATA", len(block)) + block
-                        if len(out) >= self.maxdata - MAX_SYNC_DATA - 8:
-                            if not self.write(st, bytes(out)):
-                                return
-                            out.clear()
-                out += struct.pack("<4sI", b"DONE", 0)
-                self.write(st, bytes(out))
+                if not self.send_file(st, path):
+                    return
             else:
                 msg = f"unknown sync request {ident!r}".encode()
                 self.write(st, struct.pack("<4sI", b"FAIL", len(msg)) + msg)
