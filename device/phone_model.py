@@ -23,7 +23,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api.model import ImageModel
+from harness.api.model import FailedImage, ImageModel
 from harness.core.errors import HarnessError
 from harness.core.hashing import content_hash, sha256_bytes
 from harness.core.options import BOOLEAN, POSITIVE_INT, POSITIVE_NUMBER, SIZE, Check, one_of, optional
@@ -197,27 +197,18 @@ class PhoneModel(ImageModel):
             raise HarnessError(f"model {self.name!r}: no per-call sampler options ({', '.join(sampler)}); the "
                                "variant's generate template and --model-args steps/resolution set them")
 
-    def _run(self, requests: list[Any]) -> list[Image.Image]:
+    def _run(self, requests: list[Any]) -> list[Image.Image | FailedImage]:
+        """One batch on the device. An image it did not make comes back as a :class:`FailedImage` (the engine
+        records the unit failed, the benchmark counts it, the next run retries it)."""
         if self._returned and not self.options["keep"]:  # the engine recorded them before asking for more
             self.generator.remove(self._returned)
             self._returned = []
         outcome = self.generator.run(requests)
-        failed = [r for r in outcome.results if r.error is not None]
-        if failed:
-            self._failed(failed, len(outcome.results))
-        self._returned.append(outcome.folder)
-        return [self._image(r, outcome) for r in outcome.results]
-
-    def _failed(self, failed: list[ImageResult], total: int) -> None:
-        """Images the device did not make. The engine records made images only, so the batch stops the run with
-        every failure named; the images made are kept on the device and the rerun collects them (never
-        generating them again) and retries the failed ones."""
-        serial = self.generator.device.serial
-        shown = "; ".join(f"{r.key}: {r.error} (partial output: {r.partial})" for r in failed[:3])
-        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-        raise HarnessError(f"model 'phone': {len(failed)} of {total} images of this batch failed on {serial} "
-                           f"(variant {self.variant.name}): {shown}{more}; the {total - len(failed)} made are kept "
-                           "on the device and a rerun collects them and retries the failed ones")
+        if all(r.error is None for r in outcome.results):
+            self._returned.append(outcome.folder)  # a batch with a failure stays: the rerun collects what it made
+        return [self._image(r, outcome) if r.error is None else FailedImage(
+                    f"{r.error} (on {self.generator.device.serial}, variant {self.variant.name})", r.partial)
+                for r in outcome.results]
 
     @staticmethod
     def _image(result: ImageResult, outcome: BatchOutcome) -> Image.Image:

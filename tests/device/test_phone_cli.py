@@ -105,3 +105,22 @@ def test_imgedit_edits_are_made_on_the_phone_from_pushed_sources(sandbox, adb_ke
     recs = records(tmp_path / "e")
     assert len(recs) == 4 and all(r["model_size"] == [128, 128] and r["seconds"] > 0 for r in recs)
     assert len(cached) == 1 + 4  # the generator and the four sources, content-addressed
+
+
+def test_an_image_the_phone_fails_is_counted_then_made_by_the_rerun(sandbox, adb_key, tmp_path):
+    sweep = write_gen_sweep(tmp_path / "cfg")
+    args = [*GENEVAL, "--limit", "1", "--out", "run", "--store", "h.db"]
+    with fake_phone(sandbox, adb_key, tmp_path) as phone:
+        phone.fault(crash=["a photo of a dog"])
+        harness(tmp_path, *args, "--model-args", phone.model_args(sweep))
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        results = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+        failed = [r for r in results if r["reason"].startswith("generation failed: ")]
+        assert summary["generation_failed"] == len(failed) >= 1 and not any(r["correct"] for r in failed)
+        assert all("variant fake-gen" in r["reason"] for r in failed)
+        made = phone.generated()
+        phone.fault()
+        harness(tmp_path, *args, "--model-args", phone.model_args(sweep))
+        again = phone.generated() - made
+    assert sum(again.values()) == len(failed)  # only the failed images were made again
+    assert "generation_failed" not in json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.api.model import FailedImage
 from harness.core.errors import HarnessError
 from harness.device.errors import ConfigError
 from harness.device.phone_model import PhoneModel
@@ -104,12 +105,13 @@ def test_a_bad_image_fails_its_unit_by_name_and_a_rerun_retries_only_it(phone, t
     sweep = write_gen_sweep(tmp_path / "cfg", mode=mode)
     phone.fault(**{kind: ["red apple"]})
     model = phone.model(sweep, image_timeout=2)
-    bad = model.request_key("a red apple", 44)
-    with pytest.raises(HarnessError) as err:
-        model.generate(PROMPTS, SEEDS)
-    line = str(err.value)
-    assert "\n" not in line and "1 of 6 images" in line and bad in line and says in line, line
-    assert "partial output: " in line and "the 5 made are kept" in line
+    out = model.generate(PROMPTS, SEEDS)
+    failed = [(i, x) for i, x in enumerate(out) if isinstance(x, FailedImage)]
+    assert len(failed) == 1 and PROMPTS[failed[0][0]] == "a red apple" and SEEDS[failed[0][0]] == 44
+    reason = failed[0][1].reason
+    assert "\n" not in reason and says in reason and "variant fake-gen" in reason, reason
+    assert failed[0][1].partial  # where the partial output is on the device
+    assert sum(not isinstance(x, FailedImage) for x in out) == 5
     made = phone.generated()
     assert all(n == 1 for n in made.values()) and len([k for k in made if not k.endswith(" 44")]) == 5
     phone.fault()  # cleared: the rerun (a new process) generates the failed image only
