@@ -54,6 +54,9 @@ class PhoneModel(ImageModel):
 
     name: ClassVar[str] = "phone"
     capabilities: ClassVar[frozenset[str]] = frozenset({"generate", "edit"})
+    #: where the phone is, as on `harness device`: `harness run ... --model phone --host 192.168.1.20:5555`
+    cli_flags: ClassVar[dict[str, str]] = {"--host": "host", "--serial": "serial", "--backend": "backend",
+                                           "--key": "key"}
     defaults: ClassVar[dict[str, Any]] = {
         "sweep": None, "variant": None, "steps": None, "resolution": None,
         "backend": None, "host": None, "port": None, "serial": None, "usb": False, "key": None, "workdir": None,

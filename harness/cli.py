@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -93,8 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage_parser(command: str, bench_name: str, bench_cls: Any) -> argparse.ArgumentParser:
-    """The flags of ``harness run|score BENCHMARK``: the common ones, then the benchmark's config fields."""
+def _model_flags(rest: Sequence[str]) -> dict[str, str]:
+    """The ``--model``'s own extra flags (``ImageModel.cli_flags``), if ``--model`` names a model."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    name = pre.parse_known_args(list(rest))[0].model
+    if not name:
+        return {}
+    from harness.registry import registry
+
+    return dict(getattr(registry("models").load(name), "cli_flags", {}))
+
+
+def _stage_parser(command: str, bench_name: str, bench_cls: Any,
+                  model_flags: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The flags of ``harness run|score BENCHMARK``: the common ones, the model's own (``cli_flags``), then the
+    benchmark's config fields."""
     from harness.core.options import config_fields
 
     p = OneLineParser(prog=f"harness {command} {bench_name}")
@@ -106,6 +120,9 @@ def _stage_parser(command: str, bench_name: str, bench_cls: Any) -> argparse.Arg
                                  "resolution, ...")
         common.add_argument("--out", default=None, help="run folder (default runs/<benchmark>/<model>-<id>)")
         common.add_argument("--no-score", action="store_true", help="generate only; score later with `harness score`")
+        for flag, option in (model_flags or {}).items():
+            common.add_argument(flag, dest=f"modelflag_{option}", default=None, metavar=option.upper(),
+                                help=f"the model's {option} option (the same as --model-args {option}=...)")
     else:
         common.add_argument("--images", required=True, help="image folder in the official layout")
         common.add_argument("--out", default=None, help="where results.jsonl and summary.json go")
@@ -175,7 +192,8 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
     from harness.engine.lifecycle import benchmark_class, load_benchmark
 
     bench_cls = benchmark_class(bench_name)
-    args = _stage_parser(command, bench_name, bench_cls).parse_args(list(rest))
+    flags = _model_flags(rest) if command == "run" else {}
+    args = _stage_parser(command, bench_name, bench_cls, flags).parse_args(list(rest))
     from harness.core.images import set_max_pixels
     from harness.engine import lifecycle
     from harness.engine.distributed import current_shard
@@ -187,9 +205,16 @@ def cmd_stage(command: str, bench_name: str | None, rest: Sequence[str]) -> int:
     shard = current_shard(args.shard)
     model = None
     if command == "run":
-        from harness.core.options import parse_pairs
+        from harness.core.options import coerce_text, parse_pairs
 
-        model = lifecycle.load_model(args.model, parse_pairs(args.model_args, "--model-args"))
+        model_args = parse_pairs(args.model_args, "--model-args")
+        for option in flags.values():
+            value = getattr(args, f"modelflag_{option}")
+            if value is not None:
+                if option in model_args:
+                    raise HarnessError(f"--{option} and --model-args {option}=... both given; pass one")
+                model_args[option] = coerce_text(value)
+        model = lifecycle.load_model(args.model, model_args)
     if args.threads:
         import torch
 

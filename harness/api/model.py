@@ -66,6 +66,9 @@ class ImageModel(Configurable):
 
     #: options that do not change the images (where the model runs), left out of the hash
     unhashed_options: ClassVar[frozenset[str]] = frozenset({"device"})
+    #: options also offered as ``harness run`` flags (``{"--host": "host"}``): the same value as
+    #: ``--model-args host=...``, for where a model runs rather than what it computes
+    cli_flags: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, **options: Any):
         super().__init__(**options)

@@ -124,3 +124,17 @@ def test_an_image_the_phone_fails_is_counted_then_made_by_the_rerun(sandbox, adb
         again = phone.generated() - made
     assert sum(again.values()) == len(failed)  # only the failed images were made again
     assert "generation_failed" not in json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
+def test_the_models_own_flags_are_its_options(tmp_path):
+    """`--backend local` (a `cli_flags` entry of the phone model) is `--model-args backend=local`; both is an error."""
+    sweep = write_gen_sweep(tmp_path / "cfg")
+    own = f"sweep={sweep},workdir={tmp_path / 'local-phone'}"
+    args = [*GENEVAL, "--limit", "1", "--no-score", "--store", "h.db"]
+    harness(tmp_path, *args, "--model-args", own, "--backend", "local", "--out", "flag",
+            env=phone_env(tmp_path / "local-env"))
+    assert len(records(tmp_path / "flag")) == 12
+    both = subprocess.run([sys.executable, "-m", "harness", *args, "--model-args", own + ",backend=local",
+                           "--backend", "local", "--out", "both"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert both.returncode == 2 and "--backend and --model-args backend=... both given" in both.stderr
