@@ -40,19 +40,15 @@ from harness.core.hashing import content_hash, sha256_file
 from harness.core.jsonio import dumps
 from harness.core.options import (
     INTEGER,
-    NON_NEGATIVE_INT,
-    NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
-    POSITIVE_NUMBER,
     Check,
     one_of,
     opt,
     optional,
 )
 from harness.core.paths import inside, safe_name
+from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
 
-PRICE = Check("IN,OUT in USD per 1M tokens, e.g. 2,8",
-              lambda v: v is None or bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*", v)))
 #: threads encoding judge images ahead of the requests (PIL releases the GIL while it codes)
 ENCODERS = max(1, min(4, os.cpu_count() or 1))
 REVISION_TEXT = Check("a dataset revision (commit hash, branch or tag)",
@@ -60,7 +56,7 @@ REVISION_TEXT = Check("a dataset revision (commit hash, branch or tag)",
 
 
 @dataclass
-class GEditConfig:
+class GEditConfig(JudgeConfig):
     """``harness run gedit`` / ``harness score gedit`` settings."""
 
     cases: str = opt("official", check=one_of("official", "demo"), stage="score",
@@ -80,35 +76,19 @@ class GEditConfig:
                             help="at most N rows per task type and language")
     seed: int = opt(42, check=INTEGER, help="seed of every edit")
     batch_size: int = opt(1, check=POSITIVE_INT, help="edits per model call; part of the run's identity")
-    judge: str = opt("openai", stage="score", help="judge backend (`harness list judges`)")
     judge_profile: str = opt("gpt", check=one_of(*PROFILES), stage="score",
                              help="official backend to reproduce: gpt (text first, JPEG, 1400 tokens) or qwen "
                                   "(images first, PNG, 512 tokens; e.g. Qwen2.5-VL-72B behind vLLM)")
     judge_model: str = opt(DEFAULT_MODEL, stage="score",
                            help=f"model name sent to the endpoint (default {DEFAULT_MODEL}, as the official "
                                 "scorer; the dated model the endpoint returns is recorded)")
-    judge_base_url: str | None = opt(None, stage="score",
-                                     help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL or "
-                                          "api.openai.com)")
-    judge_api_key_env: str = opt("OPENAI_API_KEY", stage="score",
-                                 help="environment variable holding the API key (never written anywhere)")
-    judge_concurrency: int = opt(32, check=POSITIVE_INT, stage="score", help="requests in flight at most")
-    judge_retries: int = opt(6, check=NON_NEGATIVE_INT, stage="score", help="retries on 429/5xx/timeouts per request")
-    judge_timeout: float = opt(120.0, check=POSITIVE_NUMBER, stage="score", help="seconds per request")
     judge_attempts: int = opt(3, check=POSITIVE_INT, stage="score",
                               help="times both questions are asked at most while an answer does not parse (the "
                                    "official loop has no cap)")
-    temperature: float | None = opt(0.0, check=optional(NON_NEGATIVE_NUMBER), stage="score",
-                                    help="judge temperature ('none' = not sent, as the official scorer)")
-    judge_seed: int | None = opt(42, check=optional(INTEGER), stage="score",
-                                 help="judge seed ('none' = not sent, as the official scorer)")
     judge_max_tokens: int | None = opt(None, check=optional(POSITIVE_INT), stage="score",
                                        help="max_tokens (default: the profile's, 1400 for gpt and 512 for qwen)")
-    judge_price: str | None = opt(None, check=PRICE, stage="score",
-                                  help="USD per 1M tokens IN,OUT for the cost estimate")
     judge_cache: str | None = opt(None, stage="score",
                                   help="SQLite judge cache (default $HARNESS_CACHE/imgedit/judge-cache.sqlite, shared)")
-    judge_batch_size: int = opt(256, check=POSITIVE_INT, stage="score", help="cases per durable record batch")
     parity: bool = opt(False, stage="score",
                        help="headline numbers from the official parser and statistics (the cases it would guess "
                             "are counted with the interval they allow); both are always computed and stored")
@@ -254,16 +234,10 @@ class GEdit(Benchmark):
         return PROFILES[self.config.judge_profile]
 
     def build_scorer(self) -> Any:
-        from harness.registry import registry
-
         c = self.config
         if self._judge is None:
             max_tokens = c.judge_max_tokens if c.judge_max_tokens is not None else self.profile.max_tokens
-            self._judge = registry("judges").load(c.judge)(
-                model=c.judge_model, base_url=c.judge_base_url, api_key_env=c.judge_api_key_env,
-                concurrency=c.judge_concurrency, max_retries=c.judge_retries, timeout=c.judge_timeout,
-                temperature=c.temperature, seed=c.judge_seed, max_tokens=max_tokens, price=_price(c.judge_price),
-                cache=c.judge_cache, protocol=self.profile.protocol)
+            self._judge = build_judge(c, self.profile.protocol, max_tokens=max_tokens)
         return self._judge
 
     def discover(self, images_dir: Path) -> Discovery:
@@ -300,7 +274,7 @@ class GEdit(Benchmark):
                         c.judge_batch_size, desc="judge", is_final=lambda r: r["status"] != "judge_failed",
                         whole_batches=False, live_progress=True)]
         context = {"mode": "parity" if c.parity else "strict", "language": c.language, "profile": c.judge_profile,
-                   "backbone": self.profile.backbone, "price": _price(c.judge_price),
+                   "backbone": self.profile.backbone, "price": parse_price(c.judge_price),
                    "groups": ordered_groups({x.task_type for x in cases} | set(GROUPS)),
                    "prompts": {"SC_sha256": SC_SHA256, "PQ_sha256": PQ_SHA256},
                    "prompt_set": {"name": case_set.name, "sha256": content_hash([x.record() for x in cases], 64),
@@ -497,8 +471,3 @@ def _inventory(images_dir: Path, case_set: CaseSet, cases: list[Case]) -> dict[s
         raise HarnessError(f"{images_dir}: {len(unknown)} image(s) match no row of {case_set.label} "
                            f"({listing(unknown)}); wrong --cases/--data-dir, or remove them")
     return {"skipped_files": skipped, "not_selected_images": others}
-
-
-def _price(text: str | None) -> tuple[float, ...] | None:
-    """``--judge-price IN,OUT`` (checked by :data:`PRICE`) as two numbers."""
-    return tuple(float(x) for x in text.split(",")) if text else None

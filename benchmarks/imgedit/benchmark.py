@@ -7,7 +7,6 @@ judge stage retries a case the judge could not answer (``judge_failed``) on the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +23,16 @@ from harness.core.hashing import content_hash, sha256_file
 from harness.core.jsonio import dumps
 from harness.core.options import (
     INTEGER,
-    NON_NEGATIVE_INT,
-    NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
-    POSITIVE_NUMBER,
-    Check,
     one_of,
     opt,
-    optional,
 )
 from harness.core.paths import inside, safe_name
-
-PRICE = Check("IN,OUT in USD per 1M tokens, e.g. 2,8",
-              lambda v: v is None or bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*", v)))
+from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
 
 
 @dataclass
-class ImgEditConfig:
+class ImgEditConfig(JudgeConfig):
     """``harness run imgedit`` / ``harness score imgedit`` settings."""
 
     cases: str = opt("official", stage="score",
@@ -59,27 +51,9 @@ class ImgEditConfig:
     batch_size: int = opt(1, check=POSITIVE_INT, help="edits per model call; part of the run's identity")
     keep_model_size: bool = opt(False, help="save edits at the model's output size (default: resized to the "
                                             "source image's size)")
-    judge: str = opt("openai", stage="score", help="judge backend (`harness list judges`)")
     judge_model: str = opt(DEFAULT_MODEL, stage="score",
                            help=f"model name sent to the endpoint (default {DEFAULT_MODEL}; the official script "
                                 "says gpt-4o, the leaderboard GPT-4.1)")
-    judge_base_url: str | None = opt(None, stage="score",
-                                     help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL or "
-                                          "api.openai.com)")
-    judge_api_key_env: str = opt("OPENAI_API_KEY", stage="score",
-                                 help="environment variable holding the API key (never written anywhere)")
-    judge_concurrency: int = opt(32, check=POSITIVE_INT, stage="score", help="requests in flight at most")
-    judge_retries: int = opt(6, check=NON_NEGATIVE_INT, stage="score", help="retries on 429/5xx/timeouts per case")
-    judge_timeout: float = opt(120.0, check=POSITIVE_NUMBER, stage="score", help="seconds per request")
-    temperature: float | None = opt(0.0, check=optional(NON_NEGATIVE_NUMBER), stage="score",
-                                    help="judge temperature ('none' = not sent, as the official script)")
-    judge_seed: int | None = opt(42, check=optional(INTEGER), stage="score", help="judge seed ('none' = not sent)")
-    judge_max_tokens: int | None = opt(None, check=optional(POSITIVE_INT), stage="score",
-                                       help="max_tokens (default: not sent)")
-    judge_price: str | None = opt(None, check=PRICE, stage="score",
-                                  help="USD per 1M tokens IN,OUT for the cost estimate")
-    judge_cache: str | None = opt(None, stage="score", help="SQLite judge cache (default $HARNESS_CACHE/imgedit/...)")
-    judge_batch_size: int = opt(256, check=POSITIVE_INT, stage="score", help="cases per durable record batch")
     parity: bool = opt(False, stage="score",
                        help="headline numbers from the official parser and aggregation (dropping + 2-decimal "
                             "rounding); both are always computed and stored")
@@ -224,15 +198,8 @@ class ImgEdit(Benchmark):
 
     # -- scoring -----------------------------------------------------------------------------------------
     def build_scorer(self) -> Any:
-        from harness.registry import registry
-
-        c = self.config
         if self._judge is None:
-            self._judge = registry("judges").load(c.judge)(
-                model=c.judge_model, base_url=c.judge_base_url, api_key_env=c.judge_api_key_env,
-                concurrency=c.judge_concurrency, max_retries=c.judge_retries, timeout=c.judge_timeout,
-                temperature=c.temperature, seed=c.judge_seed, max_tokens=c.judge_max_tokens,
-                price=_price(c.judge_price), cache=c.judge_cache, protocol=PROTOCOL)
+            self._judge = build_judge(self.config, PROTOCOL)
         return self._judge
 
     def discover(self, images_dir: Path) -> Discovery:
@@ -269,7 +236,7 @@ class ImgEdit(Benchmark):
                         desc="judge", is_final=lambda r: r["status"] != "judge_failed", whole_batches=False,
                         live_progress=True)]
         context: dict[str, Any] = {"labels": labels, "mode": "parity" if c.parity else "strict",
-                                   "price": _price(c.judge_price), "clip": None}
+                                   "price": parse_price(c.judge_price), "clip": None}
         if c.clip_metrics:
             from harness.benchmarks.imgedit.clip_metrics import ClipMetrics, clip_process
 
@@ -407,13 +374,3 @@ def _inventory(images_dir: Path, case_set: CaseSet, cases: list[Case]) -> dict[s
         raise HarnessError(f"{images_dir}: {len(unknown)} image(s) match no case of {case_set.label} "
                            f"({listing(unknown)}); wrong --cases/--case-version, or remove them")
     return {"skipped_files": skipped, "not_selected_images": len(others)}
-
-
-def _price(text: str | None) -> tuple[float, float] | None:
-    if not text:
-        return None
-    try:
-        a, b = (float(x) for x in str(text).split(","))
-    except ValueError:
-        raise HarnessError(f"--judge-price {text!r}: use IN,OUT in USD per 1M tokens, e.g. 2,8") from None
-    return a, b

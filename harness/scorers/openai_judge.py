@@ -50,6 +50,8 @@ from harness.core.options import (
     POSITIVE_INT,
     POSITIVE_NUMBER,
     Check,
+    opt,
+    optional,
 )
 from harness.core.secrets import redact, redact_url, register_secret, register_url, split_query
 
@@ -559,3 +561,55 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 
 def _listing(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "") if names else "no models"
+
+
+# -- the judge's settings, shared by every benchmark that uses it ---------------------------------------------
+PRICE = Check("IN,OUT in USD per 1M tokens, e.g. 2,8",
+              lambda v: v is None or bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*", v)))
+
+
+def parse_price(text: str | None) -> tuple[float, float] | None:
+    """``--judge-price IN,OUT`` (checked by :data:`PRICE`) as two numbers."""
+    if not text:
+        return None
+    a, b = (float(x) for x in str(text).split(","))
+    return a, b
+
+
+@dataclass
+class JudgeConfig:
+    """The judge flags of a benchmark scored by an OpenAI-compatible VLM (its config dataclass inherits them)."""
+
+    judge: str = opt("openai", stage="score", help="judge backend (`harness list judges`)")
+    judge_model: str = opt(DEFAULT_MODEL, stage="score",
+                           help="model name sent to the endpoint (the dated model the endpoint returns is recorded)")
+    judge_base_url: str | None = opt(None, stage="score",
+                                     help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL or "
+                                          "api.openai.com)")
+    judge_api_key_env: str = opt("OPENAI_API_KEY", stage="score",
+                                 help="environment variable holding the API key (never written anywhere)")
+    judge_concurrency: int = opt(32, check=POSITIVE_INT, stage="score", help="requests in flight at most")
+    judge_retries: int = opt(6, check=NON_NEGATIVE_INT, stage="score", help="retries on 429/5xx/timeouts per request")
+    judge_timeout: float = opt(120.0, check=POSITIVE_NUMBER, stage="score", help="seconds per request")
+    temperature: float | None = opt(0.0, check=optional(NON_NEGATIVE_NUMBER), stage="score",
+                                    help="judge temperature ('none' = not sent, as the official scripts)")
+    judge_seed: int | None = opt(42, check=optional(INTEGER), stage="score", help="judge seed ('none' = not sent)")
+    judge_max_tokens: int | None = opt(None, check=optional(POSITIVE_INT), stage="score",
+                                       help="max_tokens (default: not sent)")
+    judge_price: str | None = opt(None, check=PRICE, stage="score",
+                                  help="USD per 1M tokens IN,OUT for the cost estimate")
+    judge_cache: str | None = opt(None, stage="score", help="SQLite judge cache (default $HARNESS_CACHE/imgedit/...)")
+    judge_batch_size: int = opt(256, check=POSITIVE_INT, stage="score", help="cases per durable record batch")
+
+
+def build_judge(config: JudgeConfig, protocol: str, *, max_tokens: int | None = None) -> Any:
+    """The judge a :class:`JudgeConfig` names, for a benchmark's message layout (``protocol``); options checked,
+    nothing contacted yet (``resolve()`` does that)."""
+    from harness.registry import registry
+
+    c = config
+    return registry("judges").load(c.judge)(
+        model=c.judge_model, base_url=c.judge_base_url, api_key_env=c.judge_api_key_env,
+        concurrency=c.judge_concurrency, max_retries=c.judge_retries, timeout=c.judge_timeout,
+        temperature=c.temperature, seed=c.judge_seed, max_tokens=c.judge_max_tokens if max_tokens is None
+        else max_tokens, price=parse_price(c.judge_price), cache=c.judge_cache, protocol=protocol)
