@@ -22,7 +22,7 @@ from harness.core.errors import HarnessError
 from harness.core.fsio import atomic_write_text, is_lock_file
 from harness.core.hashing import content_hash, sha256_file
 from harness.core.jsonio import dumps, load_json
-from harness.core.options import INTEGER, POSITIVE_INT, Check, opt
+from harness.core.options import INTEGER, POSITIVE_INT, Check, opt, split_list
 from harness.core.paths import inside, safe_name
 
 PIC_NUM = Check("an integer from 1 to 4 (the official --pic-num)",
@@ -77,6 +77,8 @@ class VQAUnit:
     box: tuple[int, int, int, int] | None
     questions: tuple[str, ...]
     key: str
+    #: why the model made no image (None: it did)
+    failure: str | None = None
 
     @property
     def name(self) -> str:
@@ -106,7 +108,7 @@ class DPG(Benchmark):
         return self._set
 
     def selected(self) -> list[Prompt]:
-        families = [f.strip() for f in self.config.families.split(",") if f.strip()] if self.config.families else None
+        families = split_list(self.config.families)
         return self.prompt_set().select(families, self.config.limit)
 
     def _set_extra(self, found: PromptSet, items: Sequence[Prompt]) -> dict[str, Any]:
@@ -270,14 +272,17 @@ class DPG(Benchmark):
 
 def _unit(sample: Sample, index: int, box: tuple[int, int, int, int] | None, questions: tuple[str, ...],
           scorer_hash: str) -> VQAUnit:
-    key = content_hash([scorer_hash, sample.sha256, list(box) if box else None, list(questions)], 24)
-    return VQAUnit(sample.item_id, sample.path, sample.name, sample.sha256, index, box, questions, key)
+    parts = [scorer_hash, sample.sha256, list(box) if box else None, list(questions)]
+    key = content_hash(parts + ([sample.failure] if sample.failure is not None else []), 24)
+    return VQAUnit(sample.item_id, sample.path, sample.name, sample.sha256, index, box, questions, key,
+                   sample.failure)
 
 
 def _answer_batch(scorer: Any) -> Callable[[list[VQAUnit]], list[dict[str, Any]]]:
     """The VQA stage: each unit's image (cropped to its box) and all its questions in one ``answer`` call.
 
-    An unreadable image is recorded ``image_failed``; a VQA error (other than a stopping one) ``vqa_failed``,
+    An image the model did not make is recorded ``generation_failed`` (the rerun makes it); an unreadable image
+    ``image_failed``; a VQA error (other than a stopping one) ``vqa_failed``,
     which the next run retries."""
     def process(batch: list[VQAUnit]) -> list[dict[str, Any]]:
         from PIL import Image
@@ -290,6 +295,9 @@ def _answer_batch(scorer: Any) -> Callable[[list[VQAUnit]], list[dict[str, Any]]
         for u in batch:
             base = {"item_id": u.item_id, "image": u.name, "file": u.file, "index": u.index,
                     "box": list(u.box) if u.box else None, "sha256": u.sha256}
+            if u.failure is not None:  # the model made no image: a zero in strict, dropped in parity
+                out.append(base | {"status": "generation_failed", "reason": u.failure})
+                continue
             try:
                 if u.path not in opened:
                     check_pixels(u.path, "image")

@@ -70,6 +70,9 @@ def summarize(records: Sequence[Record], manifest: dict[str, Any]) -> dict[str, 
     }
     if ctx["layout"] == "singles":
         summary["tiles"] = _tile_plan(records, ctx["images_per_prompt"])
+    failed = sum(r["status"] == "generation_failed" for r in records)
+    if failed:
+        summary["generation_failed"] = failed
     else:
         summary["resolution"] = ctx["resolution"]
     return summary
@@ -110,7 +113,13 @@ def write_results(records: Sequence[Record], out: Path, images_dir: Path, manife
     tiles = _tile_plan(records, ctx["images_per_prompt"]) if ctx["layout"] == "singles" else {}
     if tiles.get("written"):
         write_tiles(out, images_dir, {item: [(r["file"], r["sha256"]) for r in groups[item]]
-                                      for item in ctx["items"] if item in groups})
+                                      for item in ctx["items"] if item in groups and _made(groups[item])})
+
+
+def _made(recs: Sequence[Record]) -> bool:
+    """Whether every single image of a tile was made (a tile missing one is not written: the official scorer
+    then never sees it, as parity drops it)."""
+    return all(r["status"] != "generation_failed" for r in recs)
 
 
 def official_text(parity: dict[str, Any], manifest: dict[str, Any], image_root: str) -> str:
@@ -171,6 +180,9 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.append(counts_line(summary))
     if strict.get("other_answer_count"):
         lines.append(f"answers neither yes nor no (strict counts them as no): {strict['other_answer_count']}")
+    if summary.get("generation_failed"):
+        lines.append(f"note: {summary['generation_failed']} image(s) the model could not make: their prompts score 0 "
+                     "in strict and are dropped in parity; rerun the same command to make them")
     tiles = summary.get("tiles") or {}
     if tiles.get("written"):
         lines.append(f"official tiles: {tiles['folder']}/ (resolution {tiles['resolution']}); re-score with "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api.benchmark import Benchmark, Discovery, Generated, Plan, Sample, ScorePlan, Stage, WorkUnit
+from harness.api.model import FailedImage
 from harness.benchmarks.gedit import aggregate, report, results
 from harness.benchmarks.gedit.data import (
     GROUPS,
@@ -45,6 +46,7 @@ from harness.core.options import (
     one_of,
     opt,
     optional,
+    split_list,
 )
 from harness.core.paths import inside, safe_name
 from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
@@ -99,7 +101,7 @@ class GEditConfig(JudgeConfig):
 
 @dataclass(frozen=True)
 class ScoreUnit:
-    """One case to judge: its edited and source image (None: missing), their sha256 and the record's key."""
+    """One case to judge: its edited and source image (None: missing or not made), their sha256, the record's key."""
 
     case: Case
     image: Path | None
@@ -107,6 +109,8 @@ class ScoreUnit:
     image_sha: str
     source_sha: str
     key: str
+    #: why there is no image to judge (None: missing from the folder)
+    failure: str | None = None
 
     @property
     def name(self) -> str:
@@ -134,8 +138,7 @@ class GEdit(Benchmark):
 
     # -- data ------------------------------------------------------------------------------------------
     def _types(self) -> list[str] | None:
-        types = self.config.types
-        return [t.strip() for t in types.split(",") if t.strip()] if types else None
+        return split_list(self.config.types)
 
     def _languages(self) -> tuple[str, ...]:
         return ("en", "cn") if self.config.language == "both" else (self.config.language,)
@@ -209,19 +212,13 @@ class GEdit(Benchmark):
         return f"images/fullset/{task}/{language}/{key}.png"
 
     def generate(self, model: Any, units: list[WorkUnit], plan: Plan) -> list[Generated]:
-        from PIL import Image
-
-        from harness.core.images import check_pixels
+        from harness.core.images import open_rgb
 
         cases = {x.id: x for x in plan.items}
-        sources = []
-        for unit in units:
-            path = plan.context.source_path(cases[unit.item_id])
-            check_pixels(path, "source image")
-            with Image.open(path) as im:
-                sources.append(im.convert("RGB"))
+        sources = [open_rgb(plan.context.source_path(cases[u.item_id]), "source image") for u in units]
         images = model.edit(sources, [cases[u.item_id].instruction for u in units], [u.seed for u in units])
-        return [Generated(image, {"model_size": list(image.size), "source_size": list(source.size)})
+        return [Generated(image, {"source_size": list(source.size)} if isinstance(image, FailedImage)
+                          else {"model_size": list(image.size), "source_size": list(source.size)})
                 for source, image in zip(sources, images, strict=False)]
 
     def run_extra(self, plan: Plan) -> dict[str, Any]:
@@ -317,6 +314,11 @@ def _score_units(cases: list[Case], found: dict[str, Sample], images_dir: Path, 
         if sample is None or not source.is_file():
             absent.append(case.edited_rel if sample is None else case.source_rel)
             units.append(ScoreUnit(case, None, None, "", "", content_hash(["missing", case.id, scorer_hash], 32)))
+            continue
+        if sample.failure is not None:  # the model made no image: judge_failed, never sent to the judge
+            units.append(ScoreUnit(case, None, None, sample.sha256, "",
+                                   content_hash(["failed", case.id, scorer_hash, sample.sha256], 32),
+                                   f"generation failed: {sample.failure}"))
             continue
         check_pixels(source, "source image")
         source_sha = sha256_file(source)
@@ -447,9 +449,9 @@ def _record(case: _Case, seconds: float) -> dict[str, Any]:
 
 
 def _missing_record(unit: ScoreUnit) -> dict[str, Any]:
-    return _base(unit) | {"status": "judge_failed", "reason": "missing image", "SC": None, "PQ": None, "O": None,
-                          "parity": {"decided": False, "missing": True}, "answers": [], "cached_answers": 0,
-                          "requests": 0}
+    return _base(unit) | {"status": "judge_failed", "reason": unit.failure or "missing image", "SC": None,
+                          "PQ": None, "O": None, "parity": {"decided": False, "missing": True}, "answers": [],
+                          "cached_answers": 0, "requests": 0}
 
 
 def _inventory(images_dir: Path, case_set: CaseSet, cases: list[Case]) -> dict[str, Any]:

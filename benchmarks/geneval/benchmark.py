@@ -21,7 +21,7 @@ from harness.benchmarks.geneval.score import GenEvalScorer
 from harness.core.fsio import atomic_write_text
 from harness.core.hashing import content_hash
 from harness.core.jsonio import dumps, load_json
-from harness.core.options import INTEGER, POSITIVE_INT, Check, opt
+from harness.core.options import INTEGER, POSITIVE_INT, Check, opt, split_list
 
 TAG_LIST = Check(f"comma-separated tags among {', '.join(TAGS)}",
                  lambda v: isinstance(v, str) and all(t.strip() in TAGS for t in v.split(",") if t.strip()))
@@ -72,7 +72,7 @@ class GenEval(Benchmark):
     def plan(self, model: Any) -> Plan:
         c = self.config
         prompt_set = load_prompts(c.prompts, c.metadata)
-        tags = [t.strip() for t in c.tags.split(",") if t.strip()] if c.tags else None
+        tags = split_list(c.tags)
         items = prompt_set.select(tags, c.limit)
         config = {
             "benchmark": self.name,

@@ -26,6 +26,7 @@ from harness.core.options import (
     POSITIVE_INT,
     one_of,
     opt,
+    split_list,
 )
 from harness.core.paths import inside, safe_name
 from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
@@ -111,8 +112,7 @@ class ImgEdit(Benchmark):
 
     # -- data ------------------------------------------------------------------------------------------
     def _types(self) -> list[str] | None:
-        types = self.config.types
-        return [t.strip() for t in types.split(",") if t.strip()] if types else None
+        return split_list(self.config.types)
 
     def case_set(self) -> CaseSet:
         c = self.config
@@ -171,15 +171,10 @@ class ImgEdit(Benchmark):
     def generate(self, model: Any, units: list[WorkUnit], plan: Plan) -> list[Generated]:
         from PIL import Image
 
-        from harness.core.images import check_pixels
+        from harness.core.images import open_rgb
 
         cases = {x.key: x for x in plan.items}
-        sources = []
-        for unit in units:
-            path = plan.context.source_path(cases[unit.item_id])
-            check_pixels(path, "source image")
-            with Image.open(path) as im:
-                sources.append(im.convert("RGB"))
+        sources = [open_rgb(plan.context.source_path(cases[u.item_id]), "source image") for u in units]
         images = model.edit(sources, [cases[u.item_id].prompt for u in units], [u.seed for u in units])
         out = []
         for source, image in zip(sources, images, strict=False):

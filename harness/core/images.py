@@ -74,3 +74,12 @@ def within_budget(path: str | os.PathLike) -> bool:
     except HarnessError:
         return False
     return True
+
+
+def open_rgb(path: str | os.PathLike, what: str = "image"):
+    """The image at ``path`` decoded as RGB, after the pixel budget check (one error naming the file)."""
+    from PIL import Image
+
+    check_pixels(path, what)
+    with Image.open(path) as im:
+        return im.convert("RGB")

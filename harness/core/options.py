@@ -159,6 +159,12 @@ def parse_pairs(text: str | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def split_list(text: str | None) -> list[str] | None:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``; empty or None → None (no filter)."""
+    items = [part.strip() for part in text.split(",") if part.strip()] if text else []
+    return items or None
+
+
 def coerce_text(value: str) -> Any:
     """Untyped text → int, float, bool, None or the text itself (what ``key=value`` options mean)."""
     lowered = value.lower()

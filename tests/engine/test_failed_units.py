@@ -89,3 +89,38 @@ def test_a_failed_edit_is_judge_failed_without_asking_the_judge(tmp_path, peer, 
     assert failures[target.key]["status"] == "judge_failed"
     assert failures[target.key]["reason"] == "generation failed: out of memory"
     assert asked == outcome.summary["strict"]["cases"] - 1  # the judge never saw the failed case
+
+
+def test_a_failed_gedit_edit_is_judge_failed_without_asking_the_judge(tmp_path, peer, api_key):
+    from harness.benchmarks.gedit.benchmark import GEdit
+
+    with peer.serve() as server:
+        config = {"cases": "demo", "judge_base_url": server.url}
+        target = next(c for c in GEdit(config).case_set().cases if c.language == "en")
+        outcome = evaluate(GEdit(config), FlakyEdit(fail_on=target.instruction), out=tmp_path / "g",
+                           store=tmp_path / "h.db")
+        asked = server.state.requests["/v1/chat/completions"]
+    strict = outcome.summary["strict"]["en"]
+    failures = {f["case"]: f for f in outcome.summary["failures"]}
+    assert failures[target.id]["status"] == "judge_failed"
+    assert failures[target.id]["reason"] == "generation failed: out of memory"
+    assert (strict["scored"], strict["judge_failed"]) == (21, 1)
+    assert asked == 2 * 21  # SC and PQ for every case but the failed one
+
+
+def test_a_failed_dpg_image_scores_zero_with_its_reason(tmp_path):
+    from harness.benchmarks.dpg.benchmark import DPG
+
+    bench = DPG(prompts="demo", vqa="tiny", limit=2)
+    target = bench.selected()[0]
+    outcome = evaluate(bench, Flaky(fail_on=target.text[:30]), out=tmp_path / "d", store=tmp_path / "h.db")
+    results = {r["item_id"]: r for r in map(json.loads, (tmp_path / "d" / "results.jsonl").read_text().splitlines())}
+    assert "generation_failed: binary crashed" in (results[target.id].get("failure") or "")
+    assert results[target.id]["score"] == 0.0 and results[target.id]["parity_score"] is None  # parity drops it
+    assert outcome.summary["generation_failed"] == 2  # the two odd seeds of its four images
+    assert "2 image(s) the model could not make" in bench.format_summary(outcome.summary)
+    assert not (tmp_path / "d" / "tiles" / f"{target.id}.png").exists()  # no tile the official scorer could read
+    assert all((tmp_path / "d" / "tiles" / f"{p.id}.png").is_file() for p in bench.selected()[1:])
+    again = evaluate(DPG(prompts="demo", vqa="tiny", limit=2), Flaky(), out=tmp_path / "d", store=tmp_path / "h.db")
+    assert "generation_failed" not in again.summary and again.generated == 2
+    assert (tmp_path / "d" / "tiles" / f"{target.id}.png").is_file()
