@@ -13,7 +13,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
+from harness.api.reporting import (
+    Paired,
+    PublishedTable,
+    RunData,
+    Section,
+    esc,
+    fmt,
+    image_cell,
+    md,
+    md_row,
+    per_run_section,
+)
 
 #: GEdit-Bench-EN full set, GPT-4.1 judge: model -> (SC, PQ, O, source)
 PUBLISHED_GPT: dict[str, tuple[float | None, float | None, float, str]] = {
@@ -98,9 +109,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:
     """One part per run: its tables, the judge line and its grid."""
-    parts = [run_section(run, out_dir, limit) for run in runs]
-    markdown = "\n\n".join(f"## GEdit-Bench: {md(run.run_id)}\n{m}" for run, (_, m) in zip(runs, parts, strict=True))
-    return Section("".join(h for h, _ in parts), markdown)
+    return per_run_section(runs, "GEdit-Bench", lambda run: run_section(run, out_dir, limit))
 
 
 def _interval(pair: Any) -> str:

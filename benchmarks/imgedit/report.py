@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
+from harness.api.reporting import (
+    Paired,
+    PublishedTable,
+    RunData,
+    Section,
+    esc,
+    fmt,
+    image_cell,
+    md_row,
+    per_run_section,
+)
 
 #: ImgEdit overall (GPT-4.1-judged leaderboard unless noted) -> (score, source)
 IMGEDIT: dict[str, tuple[float, str]] = {
@@ -42,9 +52,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:
     """One part per run: its table, the judge line and its grid."""
-    parts = [run_section(run, out_dir, limit) for run in runs]
-    return Section("".join(h for h, _ in parts),
-                   "\n\n".join(f"## ImgEdit: {md(run.run_id)}\n{m}" for run, (_, m) in zip(runs, parts, strict=True)))
+    return per_run_section(runs, "ImgEdit", lambda run: run_section(run, out_dir, limit))
 
 
 def run_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,6 +64,15 @@ class Section:
     html: str
     markdown: str
     missing_images: int = 0
+
+
+def per_run_section(runs: Sequence[RunData], title: str,
+                    run_part: Callable[[RunData], tuple[str, str]]) -> Section:
+    """A section of one part per run, ``run_part(run) -> (html, markdown)``; the Markdown parts headed
+    ``## TITLE: RUN_ID``."""
+    parts = [run_part(run) for run in runs]
+    return Section("".join(h for h, _ in parts),
+                   "\n\n".join(f"## {title}: {md(run.run_id)}\n{m}" for run, (_, m) in zip(runs, parts, strict=True)))
 
 
 @dataclass
