@@ -1,4 +1,4 @@
-"""Device errors. All derive from :class:`harness.errors.HarnessError`, so the CLI prints one line."""
+"""Device errors. All derive from :class:`harness.core.errors.HarnessError`, so the CLI prints one line."""
 
 from __future__ import annotations
 

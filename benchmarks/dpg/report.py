@@ -7,18 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import (
-    Paired,
-    PublishedTable,
-    RunData,
-    Section,
-    esc,
-    fmt,
-    image_cell,
-    md,
-    md_row,
-    per_run_section,
-)
+from harness.api import reporting
+from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
 from harness.benchmarks.dpg.results import counts_line
 
 #: model -> (DPG-Bench overall, source); secondary sources, as transcribed in docs/dpg.md
@@ -71,7 +61,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:
     """Per run: both modes by category, counts, and its tiles with their scores."""
-    return per_run_section(runs, "DPG-Bench", lambda run: run_section(run, out_dir, limit))
+    return reporting.per_run_section(runs, "DPG-Bench", lambda run: run_section(run, out_dir, limit))
 
 
 def run_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, str]:

@@ -50,6 +50,7 @@ from harness.core.options import (
 )
 from harness.core.paths import inside, safe_name
 from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
+from harness.scorers.openai_judge import JudgedEdit as ScoreUnit
 
 #: threads encoding judge images ahead of the requests (PIL releases the GIL while it codes)
 ENCODERS = max(1, min(4, os.cpu_count() or 1))
@@ -97,24 +98,6 @@ class GEditConfig(JudgeConfig):
     missing: str = opt("error", check=one_of("error", "count"), stage="score",
                        help="rows without an edited or source image: error (default) or count them (judge_failed; "
                             "skipped by the parity numbers, as the official scorer does)")
-
-
-@dataclass(frozen=True)
-class ScoreUnit:
-    """One case to judge: its edited and source image (None: missing or not made), their sha256, the record's key."""
-
-    case: Case
-    image: Path | None
-    source: Path | None
-    image_sha: str
-    source_sha: str
-    key: str
-    #: why there is no image to judge (None: missing from the folder)
-    failure: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.case.edited_rel
 
 
 class GEdit(Benchmark):
@@ -309,21 +292,21 @@ def _score_units(cases: list[Case], found: dict[str, Sample], images_dir: Path, 
 
     units, absent = [], []
     for case in cases:
-        sample = found.get(case.id)
+        name, sample = case.edited_rel, found.get(case.id)
         source = inside(images_dir, case.source_rel, what="source image")
         if sample is None or not source.is_file():
             absent.append(case.edited_rel if sample is None else case.source_rel)
-            units.append(ScoreUnit(case, None, None, "", "", content_hash(["missing", case.id, scorer_hash], 32)))
+            units.append(ScoreUnit(case, name, None, None, "", "", content_hash(["missing", case.id, scorer_hash], 32)))
             continue
         if sample.failure is not None:  # the model made no image: judge_failed, never sent to the judge
-            units.append(ScoreUnit(case, None, None, sample.sha256, "",
+            units.append(ScoreUnit(case, name, None, None, sample.sha256, "",
                                    content_hash(["failed", case.id, scorer_hash, sample.sha256], 32),
                                    f"generation failed: {sample.failure}"))
             continue
         check_pixels(source, "source image")
         source_sha = sha256_file(source)
         key = content_hash([scorer_hash, case.record(), source_sha, sample.sha256], 32)
-        units.append(ScoreUnit(case, sample.path, source, sample.sha256, source_sha, key))
+        units.append(ScoreUnit(case, name, sample.path, source, sample.sha256, source_sha, key))
     if absent and missing == "error":
         raise HarnessError(f"{images_dir}: {len(absent)} of {len(cases)} row image(s) missing ({listing(absent)}); "
                            "generate them, or pass --missing count to count them as judge_failed (the official "

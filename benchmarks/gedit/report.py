@@ -13,18 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import (
-    Paired,
-    PublishedTable,
-    RunData,
-    Section,
-    esc,
-    fmt,
-    image_cell,
-    md,
-    md_row,
-    per_run_section,
-)
+from harness.api import reporting
+from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md, md_row
 
 #: GEdit-Bench-EN full set, GPT-4.1 judge: model -> (SC, PQ, O, source)
 PUBLISHED_GPT: dict[str, tuple[float | None, float | None, float, str]] = {
@@ -109,7 +99,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:
     """One part per run: its tables, the judge line and its grid."""
-    return per_run_section(runs, "GEdit-Bench", lambda run: run_section(run, out_dir, limit))
+    return reporting.per_run_section(runs, "GEdit-Bench", lambda run: run_section(run, out_dir, limit))
 
 
 def _interval(pair: Any) -> str:

@@ -30,6 +30,7 @@ from harness.core.options import (
 )
 from harness.core.paths import inside, safe_name
 from harness.scorers.openai_judge import JudgeConfig, build_judge, parse_price
+from harness.scorers.openai_judge import JudgedEdit as ScoreUnit
 
 
 @dataclass
@@ -67,24 +68,6 @@ class ImgEditConfig(JudgeConfig):
                                         "alignment, edit direction) with open_clip ARCH:PRETRAINED, e.g. "
                                         "ViT-L-14:openai ('tiny' = random)")
     device: str = opt("auto", stage="score", help="device for the CLIP metrics")
-
-
-@dataclass(frozen=True)
-class ScoreUnit:
-    """One case to judge: its edited image (None: missing), the source image, and the answer's cache key."""
-
-    case: Case
-    image: Path | None
-    source: Path | None
-    image_sha: str
-    source_sha: str
-    key: str
-    #: why there is no image to judge (None: missing from the folder)
-    failure: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.case.key}.png"
 
 
 class ImgEdit(Benchmark):
@@ -278,13 +261,14 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[s
     shas = check_sources(case_set, cases)
     units, absent, wrong = [], [], []
     for case in cases:
-        sample = found.get(case.key)
+        name, sample = f"{case.key}.png", found.get(case.key)
         if sample is None:
             absent.append(case.key)
-            units.append(ScoreUnit(case, None, None, "", "", content_hash(["missing", case.key, scorer_hash], 32)))
+            missing_key = content_hash(["missing", case.key, scorer_hash], 32)
+            units.append(ScoreUnit(case, name, None, None, "", "", missing_key))
             continue
         if sample.failure is not None:
-            units.append(ScoreUnit(case, None, None, sample.sha256, "",
+            units.append(ScoreUnit(case, name, None, None, sample.sha256, "",
                                    content_hash(["failed", case.key, scorer_hash, sample.sha256], 32),
                                    f"generation failed: {sample.failure}"))
             continue
@@ -301,7 +285,7 @@ def _score_units(judge: Any, case_set: CaseSet, cases: list[Case], found: dict[s
         key = judge.cache_key(cache_fields(rubric_sha=rubric_sha(case_set.rubrics[case.edit_type]), case=case.key,
                                            instruction=case.prompt, source_sha=shas[case.source],
                                            edited_sha=sample.sha256))
-        units.append(ScoreUnit(case, image, source, sample.sha256, shas[case.source], key))
+        units.append(ScoreUnit(case, name, image, source, sample.sha256, shas[case.source], key))
     if absent and missing == "error":
         raise HarnessError(f"{images_dir}: {len(absent)} of {len(cases)} case image(s) missing "
                            f"({listing([f'{k}.png' for k in absent])}); generate them, or pass --missing count "

@@ -9,17 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api.reporting import (
-    Paired,
-    PublishedTable,
-    RunData,
-    Section,
-    esc,
-    fmt,
-    image_cell,
-    md_row,
-    per_run_section,
-)
+from harness.api import reporting
+from harness.api.reporting import Paired, PublishedTable, RunData, Section, esc, fmt, image_cell, md_row
 
 #: ImgEdit overall (GPT-4.1-judged leaderboard unless noted) -> (score, source)
 IMGEDIT: dict[str, tuple[float, str]] = {
@@ -52,7 +43,7 @@ def summary_rows(run: RunData) -> list[tuple[str, Any, Any, str]]:
 
 def section(runs: Sequence[RunData], out_dir: Path, limit: int | None) -> Section:
     """One part per run: its table, the judge line and its grid."""
-    return per_run_section(runs, "ImgEdit", lambda run: run_section(run, out_dir, limit))
+    return reporting.per_run_section(runs, "ImgEdit", lambda run: run_section(run, out_dir, limit))
 
 
 def run_section(run: RunData, out_dir: Path, limit: int | None) -> tuple[str, str]:

@@ -576,6 +576,21 @@ def parse_price(text: str | None) -> tuple[float, float] | None:
     return a, b
 
 
+@dataclass(frozen=True)
+class JudgedEdit:
+    """One edit for a judge: the benchmark's case, the edited image's name in the folder, the edited and source
+    image (None: missing or not made), their sha256, the record's key, and why there is no image to judge."""
+
+    case: Any
+    name: str
+    image: Path | None
+    source: Path | None
+    image_sha: str
+    source_sha: str
+    key: str
+    failure: str | None = None
+
+
 @dataclass
 class JudgeConfig:
     """The judge flags of a benchmark scored by an OpenAI-compatible VLM (its config dataclass inherits them)."""
